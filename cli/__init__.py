@@ -1,0 +1,1 @@
+"""The ``tdstore`` command line: thin typer commands over the library (see main.py)."""

@@ -1,0 +1,83 @@
+"""``tdstore init``, ``tdstore info`` and ``tdstore check``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+StorePath = Annotated[Path, typer.Argument(help="Store directory, e.g. gut.tdstore")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("info")(info)
+    app.command("check")(check)
+
+
+def init(store: StorePath) -> None:
+    """Create an empty store directory."""
+    import tdstore
+
+    created = tdstore.init(store)
+    typer.echo(f"created store {created.path}")
+
+
+def info(
+    store: StorePath,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Counts, samples, size on disk, label sets, embeddings, soft labels, subsets and runs."""
+    import tdstore
+    from tdstore.info import store_info
+
+    summary = store_info(tdstore.open(store))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    typer.echo(f"store      {summary['path']}  (tdstore {summary['tdstore_version']})")
+    if not summary["ingested"]:
+        typer.echo("contigs    none yet: run `tdstore ingest`")
+        return
+    typer.echo(
+        f"contigs    {summary['contigs']:,} kept, {summary['filtered']:,} below {summary['min_length']} bp,"
+        f" {summary['bases'] / 1e6:,.1f} Mbp kept"
+    )
+    typer.echo(f"samples    {len(summary['samples'])}: {', '.join(summary['samples'][:8])}")
+    typer.echo(f"size       {summary['size_bytes'] / 2**20:,.1f} MiB")
+    typer.echo(f"refhash    {summary['refhash'][:16]}")
+    for kind in ("label_sets", "embeddings", "soft_labels", "subsets", "runs"):
+        objects = summary[kind]
+        typer.echo(f"{kind.replace('_', ' '):<10} {len(objects)}")
+        for name, detail in objects.items():
+            typer.echo(f"  {name:<24} {_one_line(detail)}")
+
+
+def _one_line(detail: dict) -> str:
+    parts = []
+    for key, value in detail.items():
+        if isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items())
+        parts.append(f"{key}={value}")
+    return "  ".join(parts)
+
+
+def check(
+    store: StorePath,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also re-hash sequences and embedding shards.")
+    ] = False,
+) -> None:
+    """Check schemas, refhash, array shapes and that every published object is complete."""
+    import tdstore
+    from tdstore.check import check_store
+    from tdstore.errors import SchemaError
+
+    problems = check_store(tdstore.open(store), deep=deep)
+    if problems:
+        for problem in problems:
+            typer.echo(f"problem: {problem}", err=True)
+        raise SchemaError(f"{store}: {len(problems)} problem(s) found")
+    typer.echo(f"{store}: ok")

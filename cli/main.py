@@ -1,0 +1,97 @@
+"""Entry point of the ``tdstore`` command.
+
+Each ``cmd_*.py`` module in this package registers its commands on the app; they
+parse options, call the library and report. Heavy imports (torch, transformers,
+duckdb, zarr) happen inside command functions so ``tdstore --help`` stays fast.
+Errors: every :class:`tdstore.errors.TdstoreError` becomes one line on stderr and
+its documented exit code (``tdstore exit-codes`` lists them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from tdstore import __version__
+from tdstore.errors import EXIT_CODES, TdstoreError
+
+
+class _Group(TyperGroup):
+    """Turns library errors into one line on stderr and their documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except TdstoreError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            typer.echo(
+                "interrupted: finished work is kept; run the same command again to resume", err=True
+            )
+            ctx.exit(130)
+        return None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="tdstore",
+    help="Taxonomic annotation of metagenomic contigs by knowledge distillation, from a store.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tdstore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """tdstore: one teacher pass per metagenome, many cheap students."""
+
+
+@app.command("exit-codes")
+def exit_codes() -> None:
+    """List the exit codes tdstore uses."""
+    for code, meaning in EXIT_CODES.items():
+        typer.echo(f"{code:>4}  {meaning}")
+
+
+def _register_commands() -> None:
+    package = importlib.import_module("tdstore.cli")
+    for module in sorted(
+        m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("cmd_")
+    ):
+        importlib.import_module(f"tdstore.cli.{module}").register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI in-process and return its exit code (used by tests and ``run``)."""
+    try:
+        app(args=argv, prog_name="tdstore")
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+def run() -> None:
+    app(prog_name="tdstore")
+
+
+if __name__ == "__main__":
+    run()

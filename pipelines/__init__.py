@@ -1,0 +1,1 @@
+"""Workflows (Snakemake, SLURM) that chain tdstore CLI steps; shipped as package data."""

@@ -1,0 +1,125 @@
+"""Atomic publication of files and directories.
+
+Nothing a reader can see is ever half-written: writers produce ``<name>.tmp-<id>``
+next to the target, flush it to disk, and ``os.replace`` it into place. A crash
+leaves at most a stray temporary, which :func:`remove_stale_temporaries` cleans up.
+
+    with atomic_path(store / "labels" / "mmseqs.parquet") as tmp:
+        pq.write_table(table, tmp)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TMP_MARK = ".tmp-"
+
+
+def temporary_sibling(target: Path) -> Path:
+    """A unique path in the same directory as ``target`` (same filesystem: rename is atomic)."""
+    return target.with_name(f"{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
+
+
+def _fsync_path(path: Path) -> None:
+    if path.is_dir():
+        for child in path.rglob("*"):
+            if child.is_file():
+                _fsync_file(child)
+    elif path.exists():
+        _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(
+    target: Path | str, *, overwrite: bool = True, durable: bool = True
+) -> Iterator[Path]:
+    """Yield a temporary path; on success move it onto ``target`` atomically.
+
+    The temporary may be a file or a directory. On an exception the temporary is
+    removed and ``target`` is untouched. A directory target that exists is
+    replaced (the old one is moved aside first, then removed) only if ``overwrite``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(target)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"writer produced nothing at {tmp}")
+        if durable:
+            _fsync_path(tmp)
+        publish(tmp, target, overwrite=overwrite)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def publish(tmp: Path, target: Path, *, overwrite: bool = True) -> None:
+    """Move ``tmp`` onto ``target``; directories are swapped via a rename-aside."""
+    if target.exists() and not overwrite:
+        raise FileExistsError(target)
+    if tmp.is_dir() and target.exists():
+        aside = temporary_sibling(target)
+        os.replace(target, aside)
+        os.replace(tmp, target)
+        _remove(aside)
+    else:
+        os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+def write_bytes_atomic(target: Path | str, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(target: Path | str, obj: Any) -> None:
+    write_bytes_atomic(
+        target, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+    )
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete leftovers of killed writers under ``root``; returns what was removed.
+
+    Only call this while holding the store's write lock: a live writer's
+    temporary looks the same as a dead one's.
+    """
+    removed = []
+    for path in sorted(root.rglob(f"*{TMP_MARK}*"), key=lambda p: len(p.parts)):
+        if path.exists() and TMP_MARK in path.name:
+            _remove(path)
+            removed.append(path)
+    return removed

@@ -1,0 +1,1 @@
+"""Reading users' files (FASTA, abundance TSV, label TSVs, taxdumps) into the store."""

@@ -1,0 +1,1 @@
+"""The student: Taxometer's network on TNF + abundances, trained from the store."""

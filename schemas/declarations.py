@@ -169,12 +169,12 @@ PREDICTIONS = register(
             C("contig_id", "string"),
             C("taxon_id", "int64", doc="deepest node with probability > 0.5; 0 = none"),
             C("lineage_ids", "list<int64>", doc="nodes along the lineage, domain first"),
-            C("lineage_scores", "list<float32>", doc="raw node probabilities"),
             C(
-                "calibrated_scores",
+                "lineage_scores",
                 "list<float32>",
-                doc="calibrated probability that each node is right",
+                doc="the score users threshold: calibrated probability that each node is right",
             ),
+            C("raw_scores", "list<float32>", doc="the student's node probabilities"),
         ),
     )
 )

@@ -19,6 +19,7 @@ Store layout (paths relative to the store directory)::
     runs/<name>/weights.safetensors
     runs/<name>/predictions.parquet   tdstore.predictions
     runs/<name>/metrics.parquet       tdstore.metrics
+    metrics/labels-<name>.parquet     tdstore.metrics     evaluation of a label set
 
 Rows: ``row`` is the dense 0..N-1 index of a KEPT contig (the row in every array);
 filtered contigs appear only in ``contigs.parquet`` with a null ``row``.
@@ -189,13 +190,16 @@ METRICS = register(
             C("group", "string", doc="all, known, novel, or sample:<name>"),
             C("rank", "string"),
             C("threshold", "float32"),
-            C("n_gold", "int64"),
+            C("n_contigs", "int64", doc="contigs of the group in the gold set"),
+            C("n_gold", "int64", doc="of those, gold lineage reaches this rank (recall's base)"),
             C("correct", "int64"),
             C("wrong", "int64"),
             C("unassigned", "int64"),
-            C("precision", "float64"),
-            C("recall", "float64"),
-            C("f1", "float64"),
+            C("overcalled", "int64", doc="calls where gold stops above this rank (not in P/R)"),
+            C("precision", "float64", doc="NaN when nothing was called"),
+            C("recall", "float64", doc="NaN when n_gold = 0"),
+            C("f1", "float64", doc="0 when P + R = 0; NaN when n_gold = 0"),
         ),
+        doc="Per-rank evaluation against a gold label set; metadata: refhash, created.",
     )
 )

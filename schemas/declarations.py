@@ -143,6 +143,15 @@ SOFT_LABELS = register(
     )
 )
 
+TEACHER_HEAD = register(
+    DocumentSpec(
+        "tdstore.teacher_head",
+        1,
+        required=("head", "hidden", "n_leaves"),
+        doc="soft_labels/<name>.head.safetensors: tag in the safetensors header metadata.",
+    )
+)
+
 SUBSET = register(
     TableSpec(
         "tdstore.subset",

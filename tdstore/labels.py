@@ -1,0 +1,256 @@
+"""Label sets: import a label file into a store, and read label sets back.
+
+A label set gives each contig of the file that the store keeps its deepest taxon (0 =
+unclassified) in the store's one taxonomy tree; contigs absent from the file have no row::
+
+    summary = import_labels(store, "mmseqs", "lca.tsv", format="mmseqs2")
+    lineage_table(store, "mmseqs").to_pandas().head()
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tdstore.errors import BadInputError, ConflictError, TdstoreError
+from tdstore.ingest.labels import check_format, read_labels
+from tdstore.progress import Progress
+from tdstore.schemas import declarations as S
+from tdstore.store import Store
+from tdstore.tables import write_table
+from tdstore.taxonomy import RANKS, ROOT_ID, Taxonomy, format_lineage
+
+LOCK_TIMEOUT_S = 30.0
+N_EXAMPLES = 5
+DEFAULT_TOOL = {"taxometer": "taxometer-tsv", "mmseqs2": "mmseqs2", "cami": "cami-gold-standard"}
+
+
+def _md5(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "md5").hexdigest()
+
+
+class _Collected:
+    """Rows of one label file, with each distinct lineage stored once."""
+
+    def __init__(self) -> None:
+        self.index: dict[tuple[str, ...], int] = {(): 0}
+        self.lineages: list[tuple[str, ...]] = [()]
+        self.first_where: list[str] = [""]
+        self.rows = array.array("q")
+        self.lineage_of_row = array.array("q")
+        self.novel: list[bool | None] = []
+        self.n_rows = self.unknown = self.filtered = 0
+        self.unknown_examples: list[str] = []
+        self.filtered_examples: list[str] = []
+
+    def lineage_key(self, lineage: tuple[str, ...], where: str) -> int:
+        key = self.index.get(lineage)
+        if key is None:
+            key = self.index[lineage] = len(self.lineages)
+            self.lineages.append(lineage)
+            self.first_where.append(where)
+        return key
+
+
+def _collect(store: Store, path: Path, format: str, taxdump: Path | None) -> _Collected:
+    contigs = store.contigs(kept_only=False, columns=["contig_id", "kept"])
+    dropped = contigs.filter(pc.invert(contigs.column("kept")))
+    filtered_ids = set(dropped.column("contig_id").to_pylist())
+    row_of = store.row_of
+    out = _Collected()
+    total = path.stat().st_size if path.suffix != ".gz" else None
+    with Progress(f"labels {path.name}", total=total, unit="B") as bar:
+        for record in read_labels(path, format, taxdump=taxdump, on_bytes=bar.advance):
+            out.n_rows += 1
+            key = out.lineage_key(record.lineage, f"{path}:{record.line}")
+            row = row_of.get(record.contig_id)
+            if row is None:
+                if record.contig_id in filtered_ids:
+                    out.filtered += 1
+                    if len(out.filtered_examples) < N_EXAMPLES:
+                        out.filtered_examples.append(record.contig_id)
+                else:
+                    out.unknown += 1
+                    if len(out.unknown_examples) < N_EXAMPLES:
+                        out.unknown_examples.append(record.contig_id)
+                continue
+            out.rows.append(row)
+            out.lineage_of_row.append(key)
+            out.novel.append(record.novel)
+    return out
+
+
+def _add_lineages(taxonomy: Taxonomy, collected: _Collected, keys: np.ndarray) -> np.ndarray:
+    """Taxon id of each distinct lineage in ``keys`` (others -1), added in file order."""
+    taxon_of_key = np.full(len(collected.lineages), -1, dtype=np.int64)
+    for key in keys.tolist():
+        taxon_of_key[key] = taxonomy.add_lineage(
+            collected.lineages[key], where=collected.first_where[key]
+        )
+    return taxon_of_key
+
+
+def _counts(collected: _Collected, depth: np.ndarray, novel: list[bool | None]) -> dict[str, Any]:
+    return {
+        "rows": collected.n_rows,
+        "matched": int(depth.shape[0]),
+        "unknown": collected.unknown,
+        "unknown_examples": collected.unknown_examples,
+        "filtered": collected.filtered,
+        "filtered_examples": collected.filtered_examples,
+        "unclassified": int((depth == 0).sum()),
+        # Contigs labelled at least down to each rank (a genus label counts for genus and above).
+        "classified_at": {rank: int((depth > i).sum()) for i, rank in enumerate(RANKS)},
+        "novel": sum(1 for v in novel if v) if any(v is not None for v in novel) else None,
+    }
+
+
+def import_labels(
+    store: Store,
+    name: str,
+    path: Path | str,
+    *,
+    format: str,
+    taxdump: Path | str | None = None,
+    overwrite: bool = False,
+    tool: str | None = None,
+) -> dict[str, Any]:
+    """Import a label file as label set ``name``; returns the summary stored with it.
+
+    Contigs of the file that the store does not hold are counted (``unknown``) or, if
+    below the length filter, ``filtered``; if none matches, the file is refused. The
+    store is untouched unless the whole file is valid.
+    """
+    path = Path(path).absolute()
+    taxdump = None if taxdump is None else Path(taxdump).absolute()
+    target = store.label_path(name)
+    if target.exists() and not overwrite:
+        raise ConflictError(f"{target}: label set {name!r} exists; use --overwrite to replace it")
+    check_format(format, taxdump)
+    store.core  # noqa: B018 - a clear error if the store has no contigs yet
+    collected = _collect(store, path, format, taxdump)
+    if collected.n_rows and not collected.rows:
+        examples = ", ".join(collected.unknown_examples or collected.filtered_examples)
+        why = (
+            f"all {collected.filtered} listed contigs are below the store's length filter"
+            if collected.filtered == collected.n_rows
+            else f"{collected.unknown} unknown, {collected.filtered} below the length filter"
+        )
+        raise BadInputError(
+            f"{path}: none of its {collected.n_rows} contigs is in the store ({why}; "
+            f"e.g. {examples}; store has e.g. {', '.join(store.contig_ids()[:3].tolist())}): "
+            "probably the wrong file"
+        )
+    order = np.argsort(np.frombuffer(collected.rows, dtype=np.int64), kind="stable")
+    rows = np.frombuffer(collected.rows, dtype=np.int64)[order]
+    keys = np.frombuffer(collected.lineage_of_row, dtype=np.int64)[order]
+    novel = [collected.novel[i] for i in order.tolist()]
+    used = np.unique(keys)  # keys number lineages in order of first appearance: file order
+    # Validate every lineage of the file (not only matched ones) before touching the store.
+    _add_lineages(store.taxonomy(), collected, np.arange(len(collected.lineages)))
+    depth = np.asarray([len(collected.lineages[k]) for k in keys.tolist()], dtype=np.int64)
+    counts = _counts(collected, depth, novel)
+    with store.lock("taxonomy", timeout=LOCK_TIMEOUT_S):
+        if target.exists() and not overwrite:
+            raise ConflictError(f"{target}: label set {name!r} exists; use --overwrite")
+        taxonomy = store.taxonomy().copy()
+        n_before = len(taxonomy)
+        taxon_of_key = _add_lineages(taxonomy, collected, used)
+        if len(taxonomy) > n_before:
+            store.write_taxonomy(taxonomy)
+        counts["taxa_added"] = len(taxonomy) - n_before
+        table = pa.table(
+            {
+                "row": pa.array(rows, pa.int64()),
+                "contig_id": pa.array(store.contig_ids()[rows].tolist(), pa.string()),
+                "taxon_id": pa.array(taxon_of_key[keys], pa.int64()),
+                "novel": pa.array(novel, pa.bool_()),
+            }
+        )
+        metadata = {
+            "name": name,
+            "format": format,
+            "tool": tool or DEFAULT_TOOL[format],
+            "source": str(path),
+            "source_md5": _md5(path),
+            "taxdump": None if taxdump is None else str(taxdump),
+            "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "counts": counts,
+        }
+        write_table(target, S.LABELS, table, metadata=metadata, refhash=store.refhash)
+    return {"name": name, "format": format, "source": str(path), **counts}
+
+
+# ----- reading label sets ------------------------------------------------------------
+def read_label_set(store: Store, name: str) -> tuple[pa.Table, dict[str, Any]]:
+    """The label table (row, contig_id, taxon_id, novel) and its provenance; refhash checked."""
+    return store.labels(name)
+
+
+def label_vector(store: Store, name: str) -> np.ndarray:
+    """(N,) int64 taxon id per kept contig: 0 unclassified, -1 where the file had no row."""
+    table, _ = store.labels(name)
+    out = np.full(store.n_contigs, -1, dtype=np.int64)
+    out[table.column("row").to_numpy()] = table.column("taxon_id").to_numpy()
+    return out
+
+
+def lineage_table(store: Store, name: str) -> pa.Table:
+    """Per labelled contig: row, contig_id, taxon_id, novel, then one name column per rank."""
+    table, _ = store.labels(name)
+    taxonomy = store.taxonomy()
+    matrix = taxonomy.rank_matrix(table.column("taxon_id").to_numpy())
+    names = np.asarray(taxonomy.names, dtype=object)
+    columns: dict[str, pa.Array] = {c: table.column(c) for c in table.column_names}
+    for i, rank in enumerate(RANKS):
+        ids = matrix[:, i]
+        columns[rank] = pa.array(np.where(ids >= 0, names[ids], None).tolist(), pa.string())
+    return pa.table(columns)
+
+
+def lineage_text(taxonomy: Taxonomy, taxon_id: int) -> str:
+    return format_lineage(taxonomy.lineage_names(taxon_id)) if taxon_id != ROOT_ID else ""
+
+
+# ----- the named-object protocol (info, check) -----------------------------------------
+def list_names(store: Store) -> list[str]:
+    return store.label_sets()
+
+
+def describe(store: Store, name: str) -> dict[str, Any]:
+    _, meta = store.labels(name)
+    return {
+        "format": meta.get("format"),
+        "tool": meta.get("tool"),
+        "source": meta.get("source"),
+        "imported_at": meta.get("imported_at"),
+        "counts": meta.get("counts", {}),
+    }
+
+
+def check(store: Store, name: str, deep: bool = False) -> list[str]:
+    where = f"labels/{name}.parquet"
+    try:
+        table, _ = store.labels(name)
+    except TdstoreError as exc:
+        return [str(exc)]
+    problems = []
+    rows = table.column("row").to_numpy()
+    taxa = table.column("taxon_id").to_numpy()
+    if rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= store.n_contigs):
+        problems.append(f"{where}: rows not strictly increasing within 0..{store.n_contigs - 1}")
+    if taxa.size and (taxa.min() < 0 or taxa.max() >= len(store.taxonomy())):
+        problems.append(f"{where}: taxon ids outside the store's taxonomy")
+    if deep and not problems:
+        ids = store.contig_ids()[rows]
+        if ids.tolist() != table.column("contig_id").to_pylist():
+            problems.append(f"{where}: contig ids do not match the store's rows")
+    return problems

@@ -59,7 +59,12 @@ CONTIGS = register(
             C("contig_id", "string", doc="FASTA header up to the first whitespace"),
             C("sample", "string", nullable=True, doc="from S{n}C{m} ids or --sample"),
             C("length", "int64"),
-            C("gc", "float32", doc="G+C over A+C+G+T (N and IUPAC excluded)"),
+            C(
+                "gc",
+                "float32",
+                nullable=True,
+                doc="G+C over A+C+G+T (N and IUPAC excluded); null if no A/C/G/T",
+            ),
             C("n_count", "int64", doc="bases that are not A/C/G/T"),
             C("seq_md5", "string", doc="md5 of the upper-cased sequence"),
             C("kept", "bool", doc="passed the length filter"),

@@ -1,0 +1,127 @@
+"""vamb's abundance TSV: a ``contigname`` column, then one column per sample.
+
+Rows may come in any order (vamb wants FASTA order); ingest aligns them to the kept
+contigs by id::
+
+    table = read_abundance("abundance.tsv")
+    table.samples, table.values[table.index["S1C12"]]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tdstore.errors import BadInputError
+
+HEADER_FIRST = "contigname"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass
+class AbundanceTable:
+    path: Path
+    samples: list[str]
+    ids: list[str]
+    values: np.ndarray  # (n_rows, n_samples) float32, file order
+    index: dict[str, int] = field(repr=False)  # contig id -> row of values
+    md5: str = ""
+    size: int = 0
+
+
+def read_abundance(path: Path | str) -> AbundanceTable:
+    """Parse and validate the whole file; errors name the file and the line."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        import gzip
+
+        try:
+            text_bytes = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise BadInputError(f"{path}: cannot decompress ({exc})") from None
+    else:
+        text_bytes = raw
+    try:
+        text = text_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError(f"{path}: not a text file (binary data)") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise BadInputError(f"{path}: empty file; expected a header line 'contigname<TAB>...'")
+    samples = _header(path, lines[0])
+    n_cols = len(samples) + 1
+    # Trailing empty lines are tolerated (as vamb does); an empty line in the middle is not.
+    end = len(lines)
+    while end > 1 and not lines[end - 1].strip():
+        end -= 1
+    ids: list[str] = []
+    index: dict[str, int] = {}
+    values = np.empty((end - 1, len(samples)), dtype=np.float32)
+    for lineno in range(2, end + 1):
+        fields = lines[lineno - 1].split("\t")
+        if len(fields) != n_cols:
+            raise BadInputError(
+                f"{path}: line {lineno}: expected {n_cols} tab-separated columns "
+                f"(contigname + {len(samples)} samples), found {len(fields)}"
+            )
+        contig_id = fields[0].strip()
+        if not contig_id:
+            raise BadInputError(f"{path}: line {lineno}: empty contig name")
+        if contig_id in index:
+            raise BadInputError(f"{path}: line {lineno}: contig {contig_id!r} appears twice")
+        row = len(ids)
+        index[contig_id] = row
+        ids.append(contig_id)
+        for col, text_value in enumerate(fields[1:]):
+            values[row, col] = _number(path, lineno, samples[col], text_value)
+    return AbundanceTable(
+        path=path,
+        samples=samples,
+        ids=ids,
+        values=values,
+        index=index,
+        md5=hashlib.md5(raw).hexdigest(),
+        size=len(raw),
+    )
+
+
+def _header(path: Path, line: str) -> list[str]:
+    columns = line.rstrip("\r").split("\t")
+    if columns[0].strip() != HEADER_FIRST:
+        raise BadInputError(
+            f"{path}: line 1: header must start with {HEADER_FIRST!r} (vamb's abundance TSV), "
+            f"found {columns[0][:40]!r}"
+        )
+    samples = [c.strip() for c in columns[1:]]
+    if not samples:
+        raise BadInputError(f"{path}: line 1: no sample columns after {HEADER_FIRST!r}")
+    if any(not s for s in samples):
+        raise BadInputError(f"{path}: line 1: empty sample name in the header")
+    if len(set(samples)) != len(samples):
+        dup = next(s for s in samples if samples.count(s) > 1)
+        raise BadInputError(f"{path}: line 1: sample {dup!r} appears twice in the header")
+    return samples
+
+
+def _number(path: Path, lineno: int, sample: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInputError(
+            f"{path}: line {lineno}: sample {sample!r}: {text.strip()[:40]!r} is not a number"
+        ) from None
+    if not math.isfinite(value) or value > _FLOAT32_MAX:
+        raise BadInputError(
+            f"{path}: line {lineno}: sample {sample!r}: {text.strip()} is not finite (or too large for float32)"
+        )
+    if value < 0:
+        raise BadInputError(f"{path}: line {lineno}: sample {sample!r}: negative abundance {value}")
+    return value

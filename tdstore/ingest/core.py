@@ -1,0 +1,390 @@
+"""``tdstore ingest``: contigs, sequences, TNF and abundances into a store's ``core/``.
+
+Streams the FASTA in batches (bounded memory), writes everything into a staging
+directory inside the store and publishes it with one directory rename::
+
+    store = tdstore.init("gut.tdstore")
+    summary = ingest(store, "contigs.fna.gz", abundance="abundance.tsv", min_length=2000)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tdstore import __version__
+from tdstore.atomic import TMP_MARK, write_json_atomic
+from tdstore.errors import BadInputError, ConflictError, UsageError
+from tdstore.features import tnf as tnf_mod
+from tdstore.features.normalise import NormalisationStats
+from tdstore.ingest.abundance import AbundanceTable, read_abundance
+from tdstore.ingest.fasta import FastaBatch, HashingReader, read_fasta_batches, sample_of
+from tdstore.progress import Progress
+from tdstore.schemas import declarations as S
+from tdstore.store import CORE_DIR, Store, refhash_of
+from tdstore.tables import TableWriter, chunk_rows
+
+STAGING_PREFIX = f"{CORE_DIR}{TMP_MARK}"
+_DERIVED = ("labels", "embeddings", "soft_labels", "subsets", "runs")
+_SHOW_MISSING = 5
+
+
+def ingest(
+    store: Store,
+    fasta: Path | str,
+    *,
+    abundance: Path | str | None = None,
+    min_length: int = 2000,
+    sample: str | None = None,
+    show_progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Ingest ``fasta`` (and an abundance TSV) into ``store``; returns a summary dict.
+
+    A store holds one assembly. With ``overwrite`` an existing core is replaced, but
+    only while nothing derived from it (label sets, embeddings, soft labels, subsets,
+    runs) exists: those record the old contig order.
+    """
+    if min_length < 1:
+        raise UsageError(f"--min-length must be at least 1, got {min_length}")
+    started = time.monotonic()
+    fasta = Path(fasta)
+    with store.lock("ingest"):
+        _remove_stale_staging(store)
+        if store.is_ingested:
+            _check_overwrite(store, overwrite)
+        table = read_abundance(abundance) if abundance is not None else None
+        staging = store.path / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+        staging.mkdir()
+        try:
+            summary = _write_core(
+                store, staging, fasta, table, min_length, sample, show_progress=show_progress
+            )
+            _publish(staging, store.core_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    return summary
+
+
+def _remove_stale_staging(store: Store) -> None:
+    # Only called under the ingest lock: no live ingest owns these directories.
+    for path in store.path.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _check_overwrite(store: Store, overwrite: bool) -> None:
+    if not overwrite:
+        raise ConflictError(
+            f"{store.path}: already ingested ({store.n_contigs:,} contigs); a store holds one "
+            "assembly: use a new store, or --overwrite while nothing else was added"
+        )
+    derived = [
+        kind
+        for kind in _DERIVED
+        if store.object_dir(kind).exists() and any(store.object_dir(kind).iterdir())
+    ]
+    if derived:
+        raise ConflictError(
+            f"{store.path}: refusing to overwrite the contigs: {', '.join(derived)} were made "
+            "from them; use a new store"
+        )
+
+
+def _publish(staging: Path, target: Path) -> None:
+    from tdstore.atomic import _fsync_dir, _fsync_path
+
+    _fsync_path(staging)
+    if target.exists():
+        # --overwrite: move the old core aside first so the swap is two renames.
+        aside = target.with_name(f"{target.name}{TMP_MARK}old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, aside)
+        os.replace(staging, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+    _fsync_dir(target.parent)
+
+
+class _ChunkedAppender:
+    """Appends rows to a growing Zarr array, writing whole chunks only (no rewrites)."""
+
+    def __init__(self, array: Any, chunk: int):
+        self.array = array
+        self.chunk = chunk
+        self.pending: list[np.ndarray] = []
+        self.n_pending = 0
+        self.n_written = 0
+
+    def append(self, rows: np.ndarray) -> None:
+        self.pending.append(rows)
+        self.n_pending += len(rows)
+        if self.n_pending >= self.chunk:
+            self._flush(final=False)
+
+    def _flush(self, *, final: bool) -> None:
+        if not self.n_pending:
+            return
+        block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        take = len(block) if final else (len(block) // self.chunk) * self.chunk
+        start = self.n_written
+        self.array.resize((start + take, self.array.shape[1]))
+        self.array[start : start + take] = block[:take]
+        self.n_written += take
+        rest = block[take:]
+        self.pending = [rest] if len(rest) else []
+        self.n_pending = len(rest)
+
+    def close(self) -> None:
+        self._flush(final=True)
+
+
+class _Moments:
+    """Column mean and population std over batches (Chan et al.'s pairwise update)."""
+
+    def __init__(self, n_cols: int):
+        self.n = 0
+        self.mean = np.zeros(n_cols)
+        self.m2 = np.zeros(n_cols)
+
+    def add(self, rows: np.ndarray) -> None:
+        if not len(rows):
+            return
+        rows = np.asarray(rows, dtype=np.float64)
+        n_b = len(rows)
+        mean_b = rows.mean(axis=0)
+        m2_b = ((rows - mean_b) ** 2).sum(axis=0)
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta**2 * (self.n * n_b / n)
+        self.n = n
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.m2 / self.n) if self.n else np.zeros_like(self.m2)
+
+
+def _write_core(
+    store: Store,
+    staging: Path,
+    fasta: Path,
+    table: AbundanceTable | None,
+    min_length: int,
+    sample: str | None,
+    *,
+    show_progress: bool,
+) -> dict[str, Any]:
+    import zarr
+
+    n_samples = len(table.samples) if table is not None else 0
+    group = zarr.open_group(str(staging / "features.zarr"), mode="w", zarr_format=3)
+    tnf_chunk = chunk_rows(tnf_mod.N_TNF, 4)
+    # Attributes carry the refhash, known only at the end: set then.
+    tnf_array = group.create_array(
+        "tnf", shape=(0, tnf_mod.N_TNF), chunks=(tnf_chunk, tnf_mod.N_TNF), dtype="float32"
+    )
+    ab_chunk = chunk_rows(max(n_samples, 1), 4)
+    ab_array = group.create_array(
+        "abundance", shape=(0, n_samples), chunks=(ab_chunk, max(n_samples, 1)), dtype="float32"
+    )
+    tnf_out = _ChunkedAppender(tnf_array, tnf_chunk)
+    ab_out = _ChunkedAppender(ab_array, ab_chunk)
+    moments = _Moments(tnf_mod.N_TNF)
+
+    kept_ids: list[str] = []
+    kept_abundance: list[np.ndarray] = []
+    abundance_used = np.zeros(len(table.ids) if table else 0, dtype=bool)
+    missing: list[str] = []
+    n_missing = 0
+    n_filtered = n_filtered_with_row = 0
+    n_bases = 0
+    samples_seen: set[str] = set()
+    hasher = HashingReader(open(fasta, "rb")) if fasta.is_file() else None  # noqa: SIM115
+    total = fasta.stat().st_size if fasta.is_file() and not _compressed(fasta) else None
+
+    contig_path = staging / "contigs.parquet"
+    with (
+        Progress("ingest", total=total, unit="bp", enabled=show_progress) as bar,
+        TableWriter(contig_path, S.CONTIGS, metadata={"min_length": min_length}) as contigs_out,
+        TableWriter(staging / "sequences.parquet", S.SEQUENCES) as seqs_out,
+    ):
+        for batch in read_fasta_batches(fasta, hasher=hasher):
+            lengths = batch.lengths
+            kept = lengths >= min_length
+            kept_idx = np.flatnonzero(kept)
+            first_row = len(kept_ids)
+            rows = np.full(len(batch), -1, dtype=np.int64)
+            rows[kept_idx] = np.arange(first_row, first_row + len(kept_idx))
+            samples = [sample or sample_of(cid) for cid in batch.ids]
+            samples_seen.update(s for s in samples if s)
+            contigs_out.write(_contig_rows(batch, rows, kept, samples))
+
+            batch_kept_ids = [batch.ids[i] for i in kept_idx.tolist()]
+            kept_ids.extend(batch_kept_ids)
+            n_filtered += len(batch) - len(kept_idx)
+            n_bases += int(lengths[kept_idx].sum())
+            if len(kept_idx):
+                seqs_out.write(_sequence_rows(batch, kept_idx, first_row))
+                tnf = _batch_tnf(batch, kept_idx)
+                tnf_out.append(tnf)
+                moments.add(tnf)
+            if table is not None:
+                where = np.array([table.index.get(cid, -1) for cid in batch_kept_ids], np.int64)
+                absent = np.flatnonzero(where < 0)
+                n_missing += len(absent)
+                missing.extend(batch_kept_ids[i] for i in absent[: _SHOW_MISSING - len(missing)])
+                if not n_missing:
+                    rows_ab = table.values[where]
+                    abundance_used[where] = True
+                    ab_out.append(rows_ab)
+                    kept_abundance.append(rows_ab)
+                for i in np.flatnonzero(~kept).tolist():
+                    j = table.index.get(batch.ids[i])
+                    if j is not None:
+                        n_filtered_with_row += 1
+                        abundance_used[j] = True
+            bar.advance(int(lengths.sum()), contigs=len(batch))
+
+        if not kept_ids:
+            raise BadInputError(
+                f"{fasta}: no contig is at least {min_length} bp long "
+                f"({n_filtered} contigs, all filtered)"
+            )
+        if n_missing:
+            raise BadInputError(
+                f"{table.path if table else ''}: {n_missing} kept contig(s) have no abundance "
+                f"row, e.g. {', '.join(missing)}"
+            )
+        if table is None:
+            ab_out.append(np.zeros((len(kept_ids), 0), dtype=np.float32))
+        tnf_out.close()
+        ab_out.close()
+
+        refhash = refhash_of(kept_ids)
+        tnf_array.attrs.update(S.TNF.attrs(refhash=refhash))
+        ab_array.attrs.update(
+            S.ABUNDANCE.attrs(refhash=refhash, samples=list(table.samples) if table else [])
+        )
+
+    abundance_matrix = (
+        np.concatenate(kept_abundance)
+        if kept_abundance
+        else np.zeros((len(kept_ids), n_samples), dtype=np.float32)
+    )
+    stats = _normalisation(moments, abundance_matrix)
+    extra = [table.ids[j] for j in np.flatnonzero(~abundance_used)[:_SHOW_MISSING]] if table else []
+    abundance_report = {
+        "rows": len(table.ids) if table else 0,
+        "rows_unknown_contig": int((~abundance_used).sum()) if table else 0,
+        "rows_filtered_contig": n_filtered_with_row,
+        "unknown_examples": extra,
+    }
+    sources: dict[str, Any] = {
+        "fasta": {
+            "path": str(fasta.resolve()),
+            "size": fasta.stat().st_size,
+            "md5": hasher.md5.hexdigest() if hasher else None,
+        }
+    }
+    if table is not None:
+        sources["abundance"] = {
+            "path": str(table.path.resolve()),
+            "size": table.size,
+            "md5": table.md5,
+        }
+    core = S.CORE.stamp(
+        {
+            "refhash": refhash,
+            "n_contigs": len(kept_ids),
+            "n_filtered": n_filtered,
+            "n_bases": n_bases,
+            "min_length": min_length,
+            "samples": list(table.samples) if table else [],
+            "contig_samples": sorted(samples_seen),
+            "sources": sources,
+            "abundance_rows": abundance_report,
+            "normalisation": stats.to_dict(),
+            "tdstore_version": __version__,
+            "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    write_json_atomic(staging / "core.json", core)
+    return {
+        "store": str(store.path),
+        "contigs": len(kept_ids),
+        "filtered": n_filtered,
+        "bases": n_bases,
+        "samples": core["samples"],
+        "contig_samples": core["contig_samples"],
+        "min_length": min_length,
+        "refhash": refhash,
+        "abundance_rows": abundance_report,
+    }
+
+
+def _compressed(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b" or path.suffix in {".gz", ".bz2", ".xz", ".zst"}
+
+
+def _contig_rows(
+    batch: FastaBatch, rows: np.ndarray, kept: np.ndarray, samples: list[str | None]
+) -> pa.Table:
+    return pa.table(
+        {
+            "row": pa.array(rows, mask=~kept),
+            "contig_id": pa.array(batch.ids, type=pa.string()),
+            "sample": pa.array(samples, type=pa.string()),
+            "length": pa.array(batch.lengths),
+            "gc": pa.array(batch.gc, from_pandas=True),  # NaN (no A/C/G/T) -> null
+            "n_count": pa.array(batch.n_count),
+            "seq_md5": pa.array(batch.md5, type=pa.string()),
+            "kept": pa.array(kept),
+        }
+    )
+
+
+def _sequence_rows(batch: FastaBatch, kept_idx: np.ndarray, first_row: int) -> pa.Table:
+    if len(kept_idx) == len(batch):
+        data, offsets = batch.data, batch.offsets
+    else:
+        starts, ends = batch.offsets[kept_idx], batch.offsets[kept_idx + 1]
+        data = b"".join(
+            batch.data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
+        )
+        offsets = np.zeros(len(kept_idx) + 1, dtype=np.int64)
+        np.cumsum(ends - starts, out=offsets[1:])
+    # Zero-copy: the batch buffer becomes the Arrow string data (ASCII, hence valid UTF-8).
+    sequences = pa.LargeStringArray.from_buffers(
+        len(kept_idx), pa.py_buffer(offsets), pa.py_buffer(data)
+    )
+    rows = pa.array(np.arange(first_row, first_row + len(kept_idx), dtype=np.int64))
+    return pa.table({"row": rows, "sequence": sequences})
+
+
+def _batch_tnf(batch: FastaBatch, kept_idx: np.ndarray) -> np.ndarray:
+    counts = tnf_mod.tetramer_counts(batch.codes, batch.offsets)
+    return tnf_mod.project(counts[kept_idx])
+
+
+def _normalisation(moments: _Moments, abundance: np.ndarray) -> NormalisationStats:
+    from dataclasses import replace
+
+    # Abundance statistics need the column sums before the log totals: the kept
+    # abundance matrix is small (N x K), so fit it exactly; TNF comes from running moments.
+    stats = NormalisationStats.fit(np.zeros((len(abundance), 0)), abundance)
+    return replace(
+        stats,
+        tnf_mean=tuple(float(x) for x in moments.mean),
+        tnf_std=tuple(float(x) for x in moments.std),
+    )

@@ -1,0 +1,310 @@
+"""Ingest: FASTA and abundance readers on good and bad files, core layout, atomicity, CLI."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+import tdstore
+from tdstore.errors import BadInputError, ConflictError
+from tdstore.features.tnf import tnf
+from tdstore.ingest import core as core_mod
+from tdstore.ingest.abundance import read_abundance
+from tdstore.ingest.core import ingest
+from tdstore.ingest.fasta import read_fasta_batches, sample_of
+from tdstore.store import refhash_of
+
+
+def _random_seq(rng: np.random.Generator, n: int) -> str:
+    return "".join(rng.choice(list("ACGT"), size=n))
+
+
+@pytest.fixture
+def contigs():
+    rng = np.random.default_rng(7)
+    return {
+        "S1C1": _random_seq(rng, 2500),
+        "S1C2": _random_seq(rng, 300),  # filtered at min_length 1000
+        "S2C3": _random_seq(rng, 1200) + "NNRY" + _random_seq(rng, 100),
+        "S2C4": _random_seq(rng, 1500).lower(),
+    }
+
+
+def _write_fasta(path, contigs, *, crlf=False, width=60):
+    nl = "\r\n" if crlf else "\n"
+    text = "".join(
+        f">{cid} some description{nl}"
+        + nl.join(seq[i : i + width] for i in range(0, len(seq), width))
+        + nl
+        for cid, seq in contigs.items()
+    )
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text, newline="")
+    return path
+
+
+def _write_abundance(path, ids, samples=("s1", "s2"), extra=()):
+    rows = ["contigname\t" + "\t".join(samples)]
+    for i, cid in enumerate(list(ids) + list(extra)):
+        rows.append(cid + "\t" + "\t".join(f"{i + j * 0.5:.2f}" for j in range(len(samples))))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _snapshot(root, *, skip=(".locks",)):
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if rel.parts[0] in skip:
+            continue
+        out[str(rel)] = p.read_bytes() if p.is_file() else None
+    return out
+
+
+# ----- FASTA reader ---------------------------------------------------------------------
+@pytest.mark.parametrize("name,crlf", [("c.fa", False), ("c.fa.gz", False), ("c.fa", True)])
+def test_fasta_reader_good(tmp_path, contigs, name, crlf):
+    path = _write_fasta(tmp_path / name, contigs, crlf=crlf)
+    batches = list(read_fasta_batches(path, batch_contigs=3))
+    assert [len(b) for b in batches] == [3, 1]
+    ids = [i for b in batches for i in b.ids]
+    assert ids == list(contigs)
+    batch = batches[0]
+    assert batch.data[: batch.offsets[1]] == contigs["S1C1"].encode()
+    s2c3 = contigs["S2C3"]
+    assert batch.n_count[2] == 4
+    acgt = s2c3.replace("N", "").replace("R", "").replace("Y", "")
+    assert batch.gc[2] == pytest.approx((acgt.count("G") + acgt.count("C")) / len(acgt))
+    assert batch.md5[2] == hashlib.md5(s2c3.encode()).hexdigest()
+    # lower case input is upper-cased before hashing and storing
+    last = batches[1]
+    assert last.data == contigs["S2C4"].upper().encode()
+    assert last.md5[0] == hashlib.md5(contigs["S2C4"].upper().encode()).hexdigest()
+    assert last.first_record == 4
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "no FASTA records"),
+        (b"ACGT\nACGT\n", "not a FASTA file"),
+        (b"@r1\nACGT\n+\nIIII\n", "not a FASTA file"),
+        (bytes(range(256)) * 4, "not a FASTA file"),
+        (b">a\nACGT\n>b x\nAC\n>a\nGG\n", "record 3: duplicate contig id 'a'"),
+        (b">a\nACGT\n>b\n>c\nAC\n", r"record 2 \('b'\): empty sequence"),
+        (b">a\nACGT\n> \nAC\n", "record 2: empty FASTA header"),
+        (b">a\nAC-GT\n", r"record 1 \('a'\): character '-'"),
+    ],
+)
+def test_fasta_reader_bad(tmp_path, content, message):
+    path = tmp_path / "bad.fa"
+    path.write_bytes(content)
+    with pytest.raises(BadInputError, match=message) as info:
+        list(read_fasta_batches(path))
+    assert str(path) in str(info.value)
+
+
+def test_fasta_missing_file(tmp_path):
+    with pytest.raises(BadInputError, match="no such file"):
+        list(read_fasta_batches(tmp_path / "nope.fa"))
+
+
+def test_sample_of():
+    assert sample_of("S12C345") == "S12"
+    assert sample_of("S1CNODE_1_length_5") == "S1"
+    assert sample_of("contig_1") is None and sample_of("S1") is None and sample_of("SxC1") is None
+
+
+# ----- abundance reader -----------------------------------------------------------------
+def test_abundance_reader_good(tmp_path):
+    path = tmp_path / "a.tsv"
+    path.write_text("contigname\tA\tB\r\nc2\t1\t2.5\r\nc1\t0\t1e3\r\n\r\n\n")
+    table = read_abundance(path)
+    assert table.samples == ["A", "B"] and table.ids == ["c2", "c1"]
+    np.testing.assert_array_equal(table.values[table.index["c1"]], [0, 1000])
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", "empty file"),
+        ("contig\tA\nc1\t1\n", "line 1: header must start with 'contigname'"),
+        ("contigname\n", "no sample columns"),
+        ("contigname\tA\tA\nc1\t1\t2\n", "sample 'A' appears twice"),
+        ("contigname\tA\nc1\t1\nc2\tabc\n", "line 3: sample 'A': 'abc' is not a number"),
+        ("contigname\tA\nc1\t-1\n", "line 2: sample 'A': negative"),
+        ("contigname\tA\nc1\tnan\n", "line 2: .* not finite"),
+        ("contigname\tA\nc1\tinf\n", "line 2: .* not finite"),
+        ("contigname\tA\tB\nc1\t1\n", "line 2: expected 3 tab-separated columns"),
+        ("contigname\tA\nc1\t1\n\nc2\t2\n", "line 3: expected 2"),
+        ("contigname\tA\nc1\t1\nc1\t2\n", "line 3: contig 'c1' appears twice"),
+    ],
+)
+def test_abundance_reader_bad(tmp_path, text, message):
+    path = tmp_path / "a.tsv"
+    path.write_text(text)
+    with pytest.raises(BadInputError, match=message) as info:
+        read_abundance(path)
+    assert str(path) in str(info.value)
+
+
+# ----- ingest ---------------------------------------------------------------------------
+def test_ingest_writes_core(tmp_path, contigs):
+    fasta = _write_fasta(tmp_path / "c.fa.gz", contigs)
+    kept = ["S1C1", "S2C3", "S2C4"]
+    abundance = _write_abundance(tmp_path / "a.tsv", reversed(list(contigs)), extra=["zz"])
+    store = tdstore.init(tmp_path / "s")
+    summary = ingest(store, fasta, abundance=abundance, min_length=1000, show_progress=False)
+    assert summary["contigs"] == 3 and summary["filtered"] == 1
+    assert summary["abundance_rows"]["rows_unknown_contig"] == 1
+    assert summary["abundance_rows"]["rows_filtered_contig"] == 1
+
+    store = tdstore.open(store.path)
+    assert list(store.contig_ids()) == kept
+    assert store.refhash == refhash_of(kept)
+    assert store.samples == ["s1", "s2"]
+    core = store.core
+    assert core["n_bases"] == sum(len(contigs[c]) for c in kept)
+    assert core["sources"]["fasta"]["md5"] == hashlib.md5(fasta.read_bytes()).hexdigest()
+
+    table = store.contigs(kept_only=False).to_pydict()
+    assert table["contig_id"] == list(contigs)
+    assert table["row"] == [0, None, 1, 2]
+    assert table["kept"] == [True, False, True, True]
+    assert table["sample"] == ["S1", "S1", "S2", "S2"]
+
+    tnf_array = store.tnf()
+    assert tnf_array.shape == (3, 103)
+    assert tnf_array.attrs["tdstore"]["refhash"] == store.refhash
+    np.testing.assert_allclose(tnf_array[:], tnf([contigs[c] for c in kept]), atol=1e-6)
+    ab = store.abundance()[:]
+    # abundance row of contig i (file order reversed): value = index in the file
+    order = list(reversed(list(contigs)))
+    np.testing.assert_allclose(ab[:, 0], [order.index(c) for c in kept])
+    assert store.abundance().attrs["tdstore"]["samples"] == ["s1", "s2"]
+
+    seqs = dict(store.iter_sequences())
+    assert seqs[2] == contigs["S2C4"].upper()
+    from tdstore.check import check_store
+
+    assert check_store(store, deep=True) == []
+
+    stats = core["normalisation"]
+    full = tnf_array[:].astype(float)
+    np.testing.assert_allclose(stats["tnf_mean"], full.mean(axis=0), atol=1e-7)
+    np.testing.assert_allclose(stats["tnf_std"], full.std(axis=0), atol=1e-7)
+    from tdstore.features.normalise import NormalisationStats
+
+    expected = NormalisationStats.fit(full, ab)
+    assert stats["abundance_column_sums"] == pytest.approx(expected.abundance_column_sums)
+    assert stats["log_total_mean"] == pytest.approx(expected.log_total_mean)
+
+
+def test_ingest_without_abundance_and_sample_option(tmp_path, contigs):
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    store = tdstore.init(tmp_path / "s")
+    ingest(store, fasta, min_length=1000, sample="gut", show_progress=False)
+    store = tdstore.open(store.path)
+    assert store.samples == [] and store.abundance().shape == (3, 0)
+    assert set(store.contigs().column("sample").to_pylist()) == {"gut"}
+
+
+def test_ingest_streams_in_many_batches(tmp_path, monkeypatch):
+    """Small batches and chunks: rows, TNF and moments must not depend on batching."""
+    rng = np.random.default_rng(3)
+    contigs = {f"c{i}": _random_seq(rng, int(rng.integers(50, 400))) for i in range(120)}
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    monkeypatch.setattr("tdstore.ingest.fasta._BATCH_CONTIGS", 7)
+    monkeypatch.setattr(core_mod, "chunk_rows", lambda n_cols, itemsize: 10)
+    store = tdstore.init(tmp_path / "s")
+    ingest(store, fasta, min_length=100, show_progress=False)
+    store = tdstore.open(store.path)
+    kept = [c for c, s in contigs.items() if len(s) >= 100]
+    assert list(store.contig_ids()) == kept
+    full = store.tnf()[:]
+    np.testing.assert_allclose(full, tnf([contigs[c] for c in kept]), atol=1e-6)
+    np.testing.assert_allclose(store.core["normalisation"]["tnf_std"], full.std(axis=0), atol=1e-7)
+
+
+def test_missing_abundance_row_is_error_and_store_unchanged(tmp_path, contigs):
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    abundance = _write_abundance(tmp_path / "a.tsv", ["S1C1", "S1C2"])
+    store = tdstore.init(tmp_path / "s")
+    before = _snapshot(store.path)
+    with pytest.raises(BadInputError, match=r"2 kept contig\(s\) have no abundance row, e.g. S2C3"):
+        ingest(store, fasta, abundance=abundance, min_length=1000, show_progress=False)
+    assert _snapshot(store.path) == before
+    assert not store.is_ingested
+
+
+def test_crash_during_write_leaves_store_byte_identical(tmp_path, contigs, monkeypatch):
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    store = tdstore.init(tmp_path / "s")
+    ingest(store, fasta, min_length=1000, show_progress=False)
+    before = _snapshot(store.path, skip=())
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    # Crash after every array and table is written, just before core.json.
+    monkeypatch.setattr(core_mod, "write_json_atomic", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest(store, fasta, min_length=10, overwrite=True, show_progress=False)
+    assert _snapshot(store.path, skip=()) == before
+
+
+def test_stale_staging_removed_and_reingest_refused(tmp_path, contigs):
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    store = tdstore.init(tmp_path / "s")
+    stale = store.path / "core.tmp-deadbeef"
+    (stale / "features.zarr").mkdir(parents=True)
+    ingest(store, fasta, min_length=1000, show_progress=False)
+    assert not stale.exists()
+    with pytest.raises(ConflictError, match="already ingested"):
+        ingest(store, fasta, show_progress=False)
+    (store.path / "labels").mkdir()
+    (store.path / "labels" / "x.parquet").write_bytes(b"")
+    with pytest.raises(ConflictError, match="labels were made"):
+        ingest(store, fasta, overwrite=True, show_progress=False)
+
+
+def test_nothing_long_enough(tmp_path, contigs):
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    store = tdstore.init(tmp_path / "s")
+    with pytest.raises(BadInputError, match="no contig is at least 100000 bp"):
+        ingest(store, fasta, min_length=100_000, show_progress=False)
+
+
+# ----- CLI ------------------------------------------------------------------------------
+def test_cli_ingest_creates_store(cli, tmp_path, contigs):
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    abundance = _write_abundance(tmp_path / "a.tsv", contigs, extra=["zz"])
+    store = tmp_path / "new.tdstore"
+    result = cli(
+        "ingest", store, "--fasta", fasta, "--abundance", abundance, "--min-length", "1000"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "ingested 3 contigs" in result.stdout and "1 shorter than 1000 bp" in result.stdout
+    assert "1 rows for contigs not in the FASTA (e.g. zz)" in result.stdout
+    assert (store / "core" / "core.json").exists()
+    info = cli("info", store, "--json")
+    assert json.loads(info.stdout)["contigs"] == 3
+
+    again = cli("ingest", store, "--fasta", fasta)
+    assert again.exit_code == ConflictError.exit_code
+    assert again.stderr.startswith("error: ") and "already ingested" in again.stderr
+
+
+def test_cli_bad_fasta_exit_code(cli, tmp_path):
+    bad = tmp_path / "bad.fa"
+    bad.write_bytes(b">a\nACGT\n>a\nACGT\n")
+    result = cli("ingest", tmp_path / "s", "--fasta", bad)
+    assert result.exit_code == BadInputError.exit_code
+    assert "duplicate contig id 'a'" in result.stderr
+    assert not (tmp_path / "s" / "core").exists()

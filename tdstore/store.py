@@ -288,3 +288,16 @@ class Store:
             raise ConflictError(
                 f"{where}: made for other store content (refhash {str(found)[:12]}, store {self.refhash[:12]})"
             )
+
+    # ----- SQL and subsets (tdstore.sql, tdstore.features.load) -----------------------
+    def sql(self, query: str) -> pa.Table:
+        """Run a read-only DuckDB query over the store's views; see :mod:`tdstore.sql`."""
+        from tdstore.sql import query as run_query
+
+        return run_query(self, query)
+
+    def load_features(self, subset: str | np.ndarray | None = None) -> np.ndarray:
+        """The student's inputs for all rows, a saved subset or given rows (sorted)."""
+        from tdstore.features.load import load_features
+
+        return load_features(self, subset)

@@ -1,0 +1,468 @@
+"""DuckDB over a store: a read-only, sandboxed connection with one view per stored table.
+
+Views read the store's Parquet files in place; JSON documents and Zarr attributes become
+small in-memory tables. A stage that has not run yet gives an empty view with the declared
+columns, so a query never fails just because of that::
+
+    table = query(store, "SELECT label_set, count(*) AS n FROM labels GROUP BY ALL")
+    con = connect(store); con.sql("SELECT rank_name(taxon_id, 'family') FROM labels LIMIT 3")
+
+Sandbox: the user's text must be read statements only (SELECT, WITH, FROM, VALUES, DESCRIBE,
+SHOW, SUMMARIZE, EXPLAIN); after the views exist, external access is switched off with only
+the store's data files allowed, and the configuration is locked, so neither COPY, ATTACH,
+EXPORT nor read_csv('/etc/passwd') can get out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from tdstore.errors import ConflictError, TdstoreError, UsageError
+from tdstore.schemas import METADATA_REFHASH
+from tdstore.schemas import declarations as S
+from tdstore.store import Store
+from tdstore.tables import read_metadata
+from tdstore.taxonomy import RANKS
+
+# Column names every view with a taxon_id gains from the lineages table.
+LINEAGE_COLUMNS: tuple[str, ...] = ("taxon_rank", "taxon_name", *RANKS)
+
+VIEWS: dict[str, str] = {
+    "contigs": "core/contigs.parquet: every contig (filtered ones have kept = false, row null)",
+    "taxonomy": "taxonomy.parquet: taxon_id, rank, name, parent_id",
+    "lineages": "one row per taxon: taxon_id, rank, name, parent_id, depth, lineage, "
+    "and one name column per rank (domain ... species; null below the taxon's depth)",
+    "labels": "labels/*.parquet with label_set, plus taxon_rank, taxon_name, domain ... species",
+    "soft_labels": "soft_labels/*.parquet with soft_label_set, plus the lineage columns",
+    "embeddings": "one row per embedding set (metadata only, no vectors)",
+    "runs": "one row per runs/<name>/run.json, config flattened into columns",
+    "metrics": "runs/*/metrics.parquet and metrics/*.parquet",
+    "predictions": "runs/*/predictions.parquet with run, plus the lineage columns",
+    "subsets": "one row per subset: name, sql, sql_hash, n_rows, created, refhash, current",
+    "subset_rows": "name, row: the rows of every subset",
+}
+MACROS: dict[str, str] = {
+    "rank_name(taxon_id, rank)": "name of the taxon's ancestor at a rank, e.g. 'family'",
+    "rank_depth(rank)": "1 for domain ... 7 for species: lineage_probs[rank_depth('genus')]",
+}
+
+# Declared columns of the metadata tables built in Python (more may follow from the JSON).
+_RUN_COLUMNS: dict[str, pa.DataType] = {
+    "name": pa.string(),
+    "status": pa.string(),
+    "created": pa.string(),
+    "labels": pa.string(),
+    "soft_labels": pa.string(),
+    "subset": pa.string(),
+    "alpha": pa.float64(),
+    "temperature": pa.float64(),
+    "epochs": pa.int64(),
+    "seed": pa.int64(),
+    "config": pa.string(),
+}
+_EMBEDDING_COLUMNS: dict[str, pa.DataType] = {
+    "name": pa.string(),
+    "model": pa.string(),
+    "hidden": pa.int64(),
+    "pooling": pa.string(),
+    "fingerprint": pa.string(),
+    "n_rows": pa.int64(),
+    "complete": pa.bool_(),
+    "problem": pa.string(),
+    "details": pa.string(),
+}
+_SUBSET_COLUMNS: dict[str, pa.DataType] = {
+    "name": pa.string(),
+    "sql": pa.string(),
+    "sql_hash": pa.string(),
+    "n_rows": pa.int64(),
+    "created": pa.string(),
+    "refhash": pa.string(),
+    "current": pa.bool_(),
+}
+
+_READ_STATEMENTS = {"SELECT"}
+_EXPLAIN = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+)?(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def quote(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse anything but read statements (COPY, ATTACH, SET, CREATE, PRAGMA ...)."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL: {_one_line(exc)}") from None
+    if not statements:
+        raise UsageError("SQL: empty query")
+    for statement in statements:
+        kind = statement.type.name
+        if kind == "EXPLAIN":
+            # EXPLAIN ANALYZE runs its statement: the statement inside must be a read too.
+            match = _EXPLAIN.match(statement.query)
+            if match:
+                check_read_only(match.group(1))
+                continue
+        if kind not in _READ_STATEMENTS:
+            raise UsageError(
+                f"SQL: only read queries are allowed (SELECT, WITH, FROM, DESCRIBE, SHOW, "
+                f"SUMMARIZE, EXPLAIN), not {kind}; write results with --output instead"
+            )
+
+
+def connect(store: Store) -> Any:
+    """A DuckDB connection with every view of ``store``, sandboxed and locked."""
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
+    try:
+        allowed = _Views(store, con).build()
+        con.execute(f"SET allowed_paths = [{', '.join(quote(p) for p in sorted(allowed))}]")
+        con.execute("SET allowed_directories = []")
+        # No spill directory: DuckDB would otherwise allow writes under ./.tmp.
+        con.execute("SET temp_directory = ''")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def execute(con: Any, sql: str, *, limit: int | None = None) -> pa.Table:
+    """Run a user's read query on a :func:`connect` connection; DuckDB errors become UsageError."""
+    import duckdb
+
+    check_read_only(sql)
+    try:
+        relation = con.sql(sql)
+        if relation is None:
+            return pa.table({})
+        if limit is not None:
+            relation = relation.limit(limit)
+        return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        message = _one_line(exc)
+        if "disabled by configuration" in message or "configuration has been locked" in message:
+            message += " (queries see only the store's views and cannot write files)"
+        raise UsageError(f"SQL: {message}") from None
+
+
+def query(store: Store, sql: str, *, limit: int | None = None) -> pa.Table:
+    """Run one read query against ``store``; returns an Arrow table."""
+    con = connect(store)
+    try:
+        return execute(con, sql, limit=limit)
+    finally:
+        con.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# ----- views ----------------------------------------------------------------------------
+class _Views:
+    """Creates the views of one store on one connection; returns the files they read."""
+
+    def __init__(self, store: Store, con: Any):
+        self.store = store
+        self.con = con
+        self.allowed: set[str] = set()
+        self._refhash = store.refhash if store.is_ingested else None
+
+    def build(self) -> set[str]:
+        self._lineages()
+        self._contigs()
+        self._taxonomy()
+        self._labelled(
+            "labels", S.LABELS, "label_set", self._named_files("labels"), with_lineage=True
+        )
+        self._labelled(
+            "soft_labels",
+            S.SOFT_LABELS,
+            "soft_label_set",
+            self._named_files("soft_labels"),
+            with_lineage=True,
+        )
+        runs = self._run_dirs()
+        self._labelled(
+            "predictions",
+            S.PREDICTIONS,
+            "run",
+            [
+                (n, d / "predictions.parquet")
+                for n, d in runs
+                if (d / "predictions.parquet").exists()
+            ],
+            with_lineage=True,
+        )
+        metric_files = [d / "metrics.parquet" for _, d in runs if (d / "metrics.parquet").exists()]
+        metrics_dir = self.store.path / "metrics"
+        if metrics_dir.is_dir():
+            metric_files += sorted(
+                p for p in metrics_dir.glob("*.parquet") if ".tmp-" not in p.name
+            )
+        self._union("metrics", S.METRICS, [(None, p) for p in metric_files], None)
+        self._runs(runs)
+        self._embeddings()
+        self._subsets()
+        return self.allowed
+
+    # -- helpers
+    def _table_from_arrow(self, name: str, table: pa.Table) -> None:
+        self.con.register("_tdstore_tmp", table)
+        try:
+            self.con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _tdstore_tmp')
+        finally:
+            self.con.unregister("_tdstore_tmp")
+
+    def _parquet(self, path: Path, spec: Any, *, row_aligned: bool) -> str:
+        """``read_parquet(...)`` of a checked file; the file becomes readable in the sandbox."""
+        meta = read_metadata(path, spec)
+        if row_aligned and self._refhash is not None:
+            found = meta.get(METADATA_REFHASH, meta.get("refhash"))
+            if found != self._refhash:
+                raise ConflictError(
+                    f"{path}: made for other store content (refhash {str(found)[:12]}, "
+                    f"store {self._refhash[:12]}); re-create it or remove it"
+                )
+        resolved = str(path.resolve())
+        self.allowed.add(resolved)
+        return f"read_parquet({quote(resolved)})"
+
+    def _empty(self, name: str, spec: Any) -> str:
+        self._table_from_arrow(name, spec.arrow_schema().empty_table())
+        return f'"{name}"'
+
+    def _named_files(self, kind: str) -> list[tuple[str, Path]]:
+        return [
+            (name, self.store.object_dir(kind) / f"{name}.parquet")
+            for name in self.store.list_objects(kind, ".parquet")
+        ]
+
+    def _run_dirs(self) -> list[tuple[str, Path]]:
+        folder = self.store.object_dir("runs")
+        if not folder.is_dir():
+            return []
+        return sorted(
+            (p.name, p)
+            for p in folder.iterdir()
+            if p.is_dir() and ".tmp-" not in p.name and not p.name.startswith(".")
+        )
+
+    def _union(
+        self,
+        view: str,
+        spec: Any,
+        files: list[tuple[str | None, Path]],
+        name_column: str | None,
+        *,
+        row_aligned: bool = False,
+    ) -> str:
+        """A relation over several files of one schema (empty if none); returns its name."""
+        base = f"_{view}_files"
+        if not files:
+            empty = self._empty(base, spec)
+            if name_column:
+                self.con.execute(
+                    f'CREATE VIEW "{base}_named" AS SELECT CAST(NULL AS VARCHAR) AS {name_column},'
+                    f" * FROM {empty} WHERE false"
+                )
+                return f'"{base}_named"'
+            return empty
+        parts = []
+        for name, path in files:
+            source = self._parquet(path, spec, row_aligned=row_aligned)
+            label = f"{quote(name)} AS {name_column}, " if name_column and name is not None else ""
+            parts.append(f"SELECT {label}* FROM {source}")
+        self.con.execute(f'CREATE VIEW "{base}" AS ' + " UNION ALL BY NAME ".join(parts))
+        return f'"{base}"'
+
+    def _labelled(
+        self,
+        view: str,
+        spec: Any,
+        name_column: str,
+        files: list[tuple[str, Path]],
+        *,
+        with_lineage: bool,
+    ) -> None:
+        base = self._union(view, spec, list(files), name_column, row_aligned=True)
+        if not with_lineage:
+            self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {base}")
+            return
+        extra = ", ".join(
+            ["x.rank AS taxon_rank", "x.name AS taxon_name"] + [f'x."{r}"' for r in RANKS]
+        )
+        self.con.execute(
+            f"CREATE VIEW {view} AS SELECT b.*, {extra} FROM {base} b "
+            "LEFT JOIN lineages x ON x.taxon_id = b.taxon_id"
+        )
+
+    # -- the views
+    def _lineages(self) -> None:
+        import numpy as np
+
+        taxonomy = self.store.taxonomy()
+        ids = np.arange(len(taxonomy), dtype=np.int64)
+        matrix = taxonomy.rank_matrix(ids)
+        names = np.asarray(taxonomy.names, dtype=object)
+        columns: dict[str, Any] = {
+            "taxon_id": pa.array(ids),
+            "rank": pa.array(taxonomy.ranks, pa.string()),
+            "name": pa.array(taxonomy.names, pa.string()),
+            "parent_id": pa.array([None if p < 0 else p for p in taxonomy.parents], pa.int64()),
+            "depth": pa.array((matrix >= 0).sum(axis=1).astype(np.int64)),
+        }
+        for k, rank in enumerate(RANKS):
+            col = matrix[:, k]
+            mask = col < 0
+            columns[rank] = pa.array(
+                np.where(mask, None, names[np.where(mask, 0, col)]), pa.string()
+            )
+        self.con.register("_tdstore_tmp", pa.table(columns))
+        try:
+            ranks = ", ".join(f'"{r}"' for r in RANKS)
+            self.con.execute(
+                "CREATE TABLE lineages AS SELECT taxon_id, rank, name, parent_id, depth, "
+                f"concat_ws(';', {ranks}) AS lineage, {ranks} FROM _tdstore_tmp ORDER BY taxon_id"
+            )
+        finally:
+            self.con.unregister("_tdstore_tmp")
+        cases = " ".join(f'WHEN {quote(r)} THEN "{r}"' for r in RANKS)
+        self.con.execute(
+            "CREATE MACRO rank_name(t, r) AS "
+            f"(SELECT CASE lower(r) {cases} END FROM lineages WHERE taxon_id = t)"
+        )
+        listed = ", ".join(quote(r) for r in RANKS)
+        self.con.execute(f"CREATE MACRO rank_depth(r) AS list_position([{listed}], lower(r))")
+
+    def _contigs(self) -> None:
+        path = self.store.core_dir / "contigs.parquet"
+        if self.store.is_ingested and path.exists():
+            source = self._parquet(path, S.CONTIGS, row_aligned=False)
+            self.con.execute(f"CREATE VIEW contigs AS SELECT * FROM {source}")
+        else:
+            self._empty("contigs", S.CONTIGS)
+
+    def _taxonomy(self) -> None:
+        path = self.store.taxonomy_path
+        if path.exists():
+            source = self._parquet(path, S.TAXONOMY, row_aligned=False)
+            self.con.execute(f"CREATE VIEW taxonomy AS SELECT * FROM {source}")
+        else:
+            self._empty("taxonomy", S.TAXONOMY)
+
+    def _runs(self, runs: list[tuple[str, Path]]) -> None:
+        from tdstore.store import read_document
+
+        records = []
+        for name, folder in runs:
+            path = folder / "run.json"
+            if not path.exists():
+                continue  # a run being set up; it appears once run.json is published
+            doc = read_document(path, S.RUN.name)
+            record = {k: v for k, v in doc.items() if k not in {"schema", "schema_version"}}
+            config = record.pop("config", {}) or {}
+            flat = {"name": name, **_flatten(record)}
+            for key, value in _flatten(config).items():
+                flat[key if key not in flat else f"config_{key}"] = value
+            flat["config"] = json.dumps(config, sort_keys=True, default=str)
+            records.append(flat)
+        self._table_from_arrow("runs", _records_table(records, _RUN_COLUMNS))
+
+    def _embeddings(self) -> None:
+        import importlib
+
+        records = []
+        try:
+            module = importlib.import_module("tdstore.teacher.embed_store")
+        except ModuleNotFoundError:
+            module = None
+        for name in module.list_names(self.store) if module is not None else []:
+            try:
+                detail = dict(module.describe(self.store, name))
+                record = {"name": name, **_flatten(detail)}
+            except TdstoreError as exc:
+                detail, record = {}, {"name": name, "problem": str(exc)}
+            record["details"] = json.dumps(detail, sort_keys=True, default=str)
+            records.append(record)
+        self._table_from_arrow("embeddings", _records_table(records, _EMBEDDING_COLUMNS))
+
+    def _subsets(self) -> None:
+        from tdstore import subsets
+
+        records, files = [], []
+        for name in subsets.list_names(self.store):
+            path = subsets.subset_path(self.store, name)
+            meta = read_metadata(path, S.SUBSET)
+            refhash = meta.get(METADATA_REFHASH)
+            records.append(
+                {
+                    "name": name,
+                    "sql": meta.get("sql"),
+                    "sql_hash": meta.get("sql_hash"),
+                    "n_rows": meta.get("n_rows"),
+                    "created": meta.get("created"),
+                    "refhash": refhash,
+                    "current": refhash == self._refhash,
+                }
+            )
+            files.append((name, path))
+        self._table_from_arrow("subsets", _records_table(records, _SUBSET_COLUMNS))
+        base = self._union("subset_rows", S.SUBSET, list(files), "name")
+        self.con.execute(f"CREATE VIEW subset_rows AS SELECT name, row FROM {base}")
+
+
+def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``a_b`` keys; lists stay as JSON text (columns must be scalar)."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        column = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{column}_"))
+        elif isinstance(value, list | tuple):
+            out[column] = json.dumps(value, default=str)
+        else:
+            out[column] = value
+    return out
+
+
+def _records_table(records: Iterable[dict[str, Any]], declared: dict[str, pa.DataType]) -> pa.Table:
+    """Declared columns first (typed, even when empty), then every other key seen."""
+    records = list(records)
+    keys = list(declared)
+    for record in records:
+        keys += [k for k in record if k not in keys]
+    columns = {}
+    for key in keys:
+        values = [r.get(key) for r in records]
+        columns[key] = _column(values, declared.get(key))
+    return pa.table(columns) if columns else pa.table({})
+
+
+def _column(values: list[Any], declared: pa.DataType | None) -> pa.Array:
+    if declared is not None:
+        try:
+            return pa.array(values, declared)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            pass
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Mixed types across documents: keep them readable as text.
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in values])

@@ -103,9 +103,7 @@ def _counts(collected: _Collected, depth: np.ndarray, novel: list[bool | None]) 
         "rows": collected.n_rows,
         "matched": int(depth.shape[0]),
         "unknown": collected.unknown,
-        "unknown_examples": collected.unknown_examples,
         "filtered": collected.filtered,
-        "filtered_examples": collected.filtered_examples,
         "unclassified": int((depth == 0).sum()),
         # Contigs labelled at least down to each rank (a genus label counts for genus and above).
         "classified_at": {rank: int((depth > i).sum()) for i, rank in enumerate(RANKS)},
@@ -158,6 +156,10 @@ def import_labels(
     _add_lineages(store.taxonomy(), collected, np.arange(len(collected.lineages)))
     depth = np.asarray([len(collected.lineages[k]) for k in keys.tolist()], dtype=np.int64)
     counts = _counts(collected, depth, novel)
+    examples = {
+        "unknown": collected.unknown_examples,
+        "filtered": collected.filtered_examples,
+    }
     with store.lock("taxonomy", timeout=LOCK_TIMEOUT_S):
         if target.exists() and not overwrite:
             raise ConflictError(f"{target}: label set {name!r} exists; use --overwrite")
@@ -184,9 +186,17 @@ def import_labels(
             "taxdump": None if taxdump is None else str(taxdump),
             "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "counts": counts,
+            "examples": examples,
         }
         write_table(target, S.LABELS, table, metadata=metadata, refhash=store.refhash)
-    return {"name": name, "format": format, "source": str(path), **counts}
+    return {
+        "name": name,
+        "format": format,
+        "source": str(path),
+        **counts,
+        "unknown_examples": examples["unknown"],
+        "filtered_examples": examples["filtered"],
+    }
 
 
 # ----- reading label sets ------------------------------------------------------------

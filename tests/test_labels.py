@@ -485,3 +485,33 @@ def test_cli_errors(cli, store, tmp_path):
     assert np.asarray(store.labels("x")[0].column("taxon_id")).tolist() == [
         store.taxonomy().id_of("d__A")
     ]
+
+
+# ----- the simulator's four label files --------------------------------------------------
+def test_simulated_label_files_import_consistently(tmp_path, monkeypatch):
+    from tdstore.ingest.core import ingest
+    from tdstore.simulate import FILES, simulate
+
+    monkeypatch.setenv("TDSTORE_QUIET", "1")
+    sim = tmp_path / "sim"
+    simulate(sim, n_contigs=120, seed=3, n_species=8, genome_min=20_000, genome_max=40_000)
+    store = tdstore.init(tmp_path / "sim.tdstore")
+    ingest(store, sim / FILES["fasta"], abundance=sim / FILES["abundance"], show_progress=False)
+    summaries = {
+        "mmseqs": import_labels(store, "mmseqs", sim / FILES["mmseqs2"], format="mmseqs2"),
+        "noisy": import_labels(store, "noisy", sim / FILES["labels"], format="taxometer"),
+        "gold": import_labels(store, "gold", sim / FILES["gold"], format="taxometer"),
+        "cami": import_labels(
+            store, "cami", sim / FILES["binning"], format="cami", taxdump=sim / FILES["taxdump"]
+        ),
+    }
+    for summary in summaries.values():
+        assert summary["matched"] == store.n_contigs and summary["unknown"] == 0
+    # The same truth through two formats lands on the same taxa; so do the noisy labels.
+    assert summaries["noisy"]["taxa_added"] == 0 and summaries["cami"]["taxa_added"] == 0
+    assert label_vector(store, "mmseqs").tolist() == label_vector(store, "noisy").tolist()
+    assert label_vector(store, "gold").tolist() == label_vector(store, "cami").tolist()
+    assert summaries["gold"]["classified_at"]["species"] == store.n_contigs
+    assert summaries["gold"]["novel"] > 0
+    for name in summaries:
+        assert check(store, name, deep=True) == []

@@ -1,0 +1,165 @@
+"""Make the student's scores mean something: per-rank calibration on held-out labels.
+
+For each rank, a logistic model maps signals of one predicted node to the
+probability that the label source agrees with it on held-out contigs:
+``logit(raw node probability)``, ``logit(P(label reaches this rank))`` from the
+depth probe (contigs of species absent from the reference get genus labels only,
+so the probe learns where species calls are never confirmed), and, where a teacher
+is stored, ``logit(teacher probability of the same node)`` (cross-fitted teacher
+confidence and teacher-student disagreement in one number)::
+
+    cal = fit_calibration(signals, chain_taxa, label_ranks)
+    scores = cal.apply(signals)          # (n, 7), non-increasing along each lineage
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tdstore.taxonomy import RANKS
+
+_EPS = 1e-6
+MIN_ROWS = 30  # fewer held-out calls at a rank (or a single class) -> keep raw scores there
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+@dataclass
+class Signals:
+    """(n, 7) per-rank signals of each contig's predicted chain; NaN where no node."""
+
+    raw: np.ndarray
+    depth: np.ndarray
+    teacher: np.ndarray | None = None  # NaN rows: no teacher for that contig
+
+    def subset(self, rows: np.ndarray) -> Signals:
+        return Signals(
+            self.raw[rows], self.depth[rows], None if self.teacher is None else self.teacher[rows]
+        )
+
+
+def _design(signals: Signals, rank: int, use_teacher: bool) -> np.ndarray:
+    columns = [logit(signals.raw[:, rank]), logit(signals.depth[:, rank])]
+    if use_teacher:
+        assert signals.teacher is not None
+        columns.append(logit(signals.teacher[:, rank]))
+    columns.append(np.ones(signals.raw.shape[0]))
+    return np.stack(columns, axis=1)
+
+
+def _fit_logistic(design: np.ndarray, target: np.ndarray, l2: float = 1e-3) -> np.ndarray:
+    """Newton-Raphson logistic regression with a small ridge (no sklearn needed)."""
+    coef = np.zeros(design.shape[1])
+    penalty = np.full(design.shape[1], l2 * design.shape[0])
+    penalty[-1] = 0.0  # intercept not penalised
+    for _ in range(50):
+        z = design @ coef
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
+        gradient = design.T @ (p - target) + penalty * coef
+        weight = p * (1 - p) + 1e-9
+        hessian = (design * weight[:, None]).T @ design + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hessian, gradient)
+        coef -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return coef
+
+
+@dataclass
+class Calibration:
+    """Per rank and variant ('base' or 'teacher'): logistic coefficients, or None = raw."""
+
+    coefs: dict[str, list[list[float] | None]] = field(default_factory=dict)
+    support: dict[str, list[dict[str, int]]] = field(default_factory=dict)
+
+    def apply(self, signals: Signals) -> np.ndarray:
+        n = signals.raw.shape[0]
+        out = np.where(np.isnan(signals.raw), np.nan, signals.raw).astype(np.float64)
+        has_teacher = np.zeros(n, dtype=bool)
+        if signals.teacher is not None and "teacher" in self.coefs:
+            has_teacher = ~np.isnan(signals.teacher).all(axis=1)
+        for variant, rows in (("base", ~has_teacher), ("teacher", has_teacher)):
+            coefs = self.coefs.get(variant)
+            if coefs is None or not rows.any():
+                continue
+            sub = signals.subset(np.flatnonzero(rows))
+            for rank, coef in enumerate(coefs):
+                if coef is None:
+                    continue
+                present = ~np.isnan(sub.raw[:, rank])
+                if sub.teacher is not None:
+                    sub.teacher[:, rank] = np.nan_to_num(sub.teacher[:, rank], nan=0.0)
+                z = _design(sub, rank, variant == "teacher") @ np.asarray(coef)
+                values = 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
+                target = np.flatnonzero(rows)[present]
+                out[target, rank] = values[present]
+        return monotone(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "logistic-per-rank", "coefs": self.coefs, "support": self.support}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Calibration:
+        if not data:
+            return cls()
+        return cls(coefs=data.get("coefs", {}), support=data.get("support", {}))
+
+
+def monotone(scores: np.ndarray) -> np.ndarray:
+    """A child cannot be more certainly right than its parent: running minimum down the chain."""
+    out = scores.copy()
+    for rank in range(1, out.shape[1]):
+        out[:, rank] = np.fmin(out[:, rank], out[:, rank - 1])
+        out[np.isnan(scores[:, rank]), rank] = np.nan
+    return out
+
+
+def agreement(chain_taxa: np.ndarray, label_ranks: np.ndarray) -> np.ndarray:
+    """(n, 7) 1.0 where the predicted node equals the label's node at that rank, else 0.0.
+
+    A label that stops above a rank does not confirm a call there (0): species
+    absent from the reference get genus labels, and their species calls must not
+    look confirmed. NaN where the chain has no node.
+    """
+    agree = (chain_taxa == label_ranks) & (chain_taxa >= 0)
+    out = agree.astype(np.float64)
+    out[chain_taxa < 0] = np.nan
+    return out
+
+
+def fit_calibration(
+    signals: Signals, chain_taxa: np.ndarray, label_ranks: np.ndarray
+) -> Calibration:
+    """Fit per-rank calibrators on held-out rows that have a label (not unclassified)."""
+    labelled = label_ranks[:, 0] >= 0
+    target = agreement(chain_taxa, label_ranks)
+    calibration = Calibration()
+    variants = [("base", np.ones(len(labelled), dtype=bool))]
+    if signals.teacher is not None:
+        with_teacher = ~np.isnan(signals.teacher).all(axis=1)
+        if with_teacher.sum() >= MIN_ROWS:
+            variants.append(("teacher", with_teacher))
+    for variant, rows in variants:
+        coefs: list[list[float] | None] = []
+        support: list[dict[str, int]] = []
+        for rank in range(len(RANKS)):
+            use = rows & labelled & ~np.isnan(target[:, rank])
+            y = target[use, rank]
+            positives = int(y.sum())
+            support.append({"rows": int(use.sum()), "agree": positives})
+            if use.sum() < MIN_ROWS or positives == 0 or positives == use.sum():
+                coefs.append(None)
+                continue
+            sub = signals.subset(np.flatnonzero(use))
+            if sub.teacher is not None:
+                sub.teacher = np.nan_to_num(sub.teacher, nan=0.0)
+            coefs.append(_fit_logistic(_design(sub, rank, variant == "teacher"), y).tolist())
+        calibration.coefs[variant] = coefs
+        calibration.support[variant] = support
+    return calibration

@@ -1,0 +1,312 @@
+"""The training loop on in-memory tensors: no Dataset, no collate, shuffled index slices.
+
+Three modes share one loop: hard labels only (plain Taxometer), a stored sparse
+teacher (``teacher=``), or the paper's jointly trained linear head on cached
+embeddings (``embeddings=``)::
+
+    result = fit_student(x, lo, hi, depth, n_leaves, FitConfig(epochs=20), validation=val)
+    result.model, result.history[-1]["val_loss"]
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tdstore.losses import flat_softmax_nll
+from tdstore.student.kd import SparseTeacher, joint_loss, soft_label_loss
+from tdstore.student.network import StudentNet
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass
+class FitConfig:
+    """Optimisation settings; ``resolved()`` is what run.json records."""
+
+    epochs: int = 100
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    alpha: float = 0.5
+    temperature: float = 2.0
+    head_lr: float = 1e-4
+    grad_accumulation: int = 1
+    clip_norm: float | None = None
+    patience: int | None = 8
+    min_delta: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    hidden: int = 512
+    layers: int = 4
+    dropout: float = 0.2
+    depth_weight: float = 1.0
+    eta_min: float = 1e-6
+
+    def resolved(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Validation:
+    """Held-out rows: early stopping watches the hard loss on them."""
+
+    x: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+
+@dataclass
+class FitResult:
+    model: StudentNet
+    head: nn.Linear | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    slices = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    # As vamb: drop the ragged last batch when there is more than one (BatchNorm needs > 1 row).
+    if len(slices) > 1 and len(slices[-1]) < batch_size:
+        slices.pop()
+    return [s for s in slices if len(s) > 1]
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, config: FitConfig, steps_per_epoch: int
+) -> tuple[Any, str]:
+    """(scheduler, 'step' or 'epoch'): when to call ``scheduler.step()``."""
+    if config.schedule == "onecycle":
+        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return (
+            torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=max_lr,
+                total_steps=max(1, config.epochs * steps_per_epoch),
+                pct_start=0.25,
+            ),
+            "step",
+        )
+    if config.schedule == "cosine":
+        return (
+            torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=config.epochs, eta_min=config.eta_min
+            ),
+            "epoch",
+        )
+    if config.schedule == "constant":
+        return None, "none"
+    raise ValueError(f"unknown schedule {config.schedule!r}; choose from {SCHEDULES}")
+
+
+@torch.no_grad()
+def validation_loss(model: StudentNet, val: Validation, chunk: int = 8192) -> float:
+    model.eval()
+    total = 0.0
+    for start in range(0, val.x.shape[0], chunk):
+        logits, _ = model(val.x[start : start + chunk])
+        total += float(
+            flat_softmax_nll(
+                logits,
+                val.lo[start : start + chunk],
+                val.hi[start : start + chunk],
+                reduction="sum",
+            )
+        )
+    return total / max(1, val.x.shape[0])
+
+
+def fit_student(
+    x: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    depth: torch.Tensor,
+    n_leaves: int,
+    config: FitConfig,
+    *,
+    teacher: SparseTeacher | None = None,
+    embeddings: torch.Tensor | None = None,
+    validation: Validation | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train a :class:`StudentNet` on rows ``x`` with label leaf ranges ``[lo, hi)``.
+
+    ``depth`` is each label's depth (0 = unclassified ... 7 = species) for the depth probe.
+    Deterministic for a seed on CPU. Early stopping (``config.patience``) needs
+    ``validation``; the best epoch's weights are returned.
+    """
+    if teacher is not None and embeddings is not None:
+        raise ValueError("pass either a stored teacher or embeddings for a joint head, not both")
+    device = torch.device(config.device)
+    previous_determinism = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        model = StudentNet(
+            x.shape[1],
+            n_leaves,
+            hidden=config.hidden,
+            n_layers=config.layers,
+            dropout=config.dropout,
+        ).to(device)
+        head = None
+        groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "lr": config.lr}]
+        if embeddings is not None:
+            head = nn.Linear(embeddings.shape[1], n_leaves, bias=False).to(device)
+            groups.append({"params": list(head.parameters()), "lr": config.head_lr})
+        optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        n_batches = len(_batches(x.shape[0], config.batch_size, torch.Generator().manual_seed(0)))
+        steps_per_epoch = math.ceil(n_batches / config.grad_accumulation)
+        scheduler, when = _scheduler(optimizer, config, steps_per_epoch)
+        return _loop(
+            model,
+            head,
+            optimizer,
+            scheduler,
+            when,
+            x.to(device),
+            lo.to(device),
+            hi.to(device),
+            depth.to(device),
+            config,
+            generator,
+            teacher.to(device) if teacher is not None else None,
+            embeddings.to(device) if embeddings is not None else None,
+            validation,
+            on_epoch,
+        )
+    finally:
+        torch.use_deterministic_algorithms(previous_determinism)
+
+
+def _loop(
+    model: StudentNet,
+    head: nn.Linear | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    when: str,
+    x: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    depth: torch.Tensor,
+    config: FitConfig,
+    generator: torch.Generator,
+    teacher: SparseTeacher | None,
+    embeddings: torch.Tensor | None,
+    validation: Validation | None,
+    on_epoch: Callable[[dict[str, float]], None] | None,
+) -> FitResult:
+    device = x.device
+    if validation is not None:
+        validation = Validation(
+            validation.x.to(device), validation.lo.to(device), validation.hi.to(device)
+        )
+    result = FitResult(model=model, head=head)
+    best_loss, best_state, waited = math.inf, None, 0
+    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    started = time.perf_counter()
+    for epoch in range(config.epochs):
+        tick = time.perf_counter()
+        model.train()
+        batches = _batches(x.shape[0], config.batch_size, generator)
+        sums = {"loss": 0.0, "depth_loss": 0.0}
+        seen = 0
+        optimizer.zero_grad(set_to_none=True)
+        for step, rows in enumerate(batches):
+            rows = rows.to(device)
+            logits, depth_logits = model(x[rows])
+            if embeddings is not None:
+                assert head is not None
+                loss = joint_loss(
+                    logits,
+                    head(embeddings[rows]),
+                    lo[rows],
+                    hi[rows],
+                    alpha=config.alpha,
+                    temperature=config.temperature,
+                )
+            elif teacher is not None:
+                loss = soft_label_loss(
+                    logits,
+                    lo[rows],
+                    hi[rows],
+                    teacher.take(rows),
+                    alpha=config.alpha,
+                    temperature=config.temperature,
+                )
+            else:
+                loss = flat_softmax_nll(logits, lo[rows], hi[rows])
+            depth_loss = nn.functional.cross_entropy(depth_logits, depth[rows])
+            total = loss + config.depth_weight * depth_loss
+            (total / config.grad_accumulation).backward()
+            last = step == len(batches) - 1
+            if (step + 1) % config.grad_accumulation == 0 or last:
+                if config.clip_norm is not None:
+                    nn.utils.clip_grad_norm_(params, config.clip_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if when == "step":
+                    _safe_step(scheduler)
+            sums["loss"] += float(loss.detach()) * len(rows)
+            sums["depth_loss"] += float(depth_loss.detach()) * len(rows)
+            seen += len(rows)
+        if when == "epoch":
+            scheduler.step()
+        seconds = time.perf_counter() - tick
+        record = {
+            "epoch": epoch + 1,
+            "loss": sums["loss"] / max(1, seen),
+            "depth_loss": sums["depth_loss"] / max(1, seen),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "seconds": seconds,
+            "samples_per_s": seen / max(seconds, 1e-9),
+        }
+        if validation is not None:
+            record["val_loss"] = validation_loss(model, validation)
+            if record["val_loss"] < best_loss - config.min_delta:
+                best_loss, waited = record["val_loss"], 0
+                result.best_epoch = epoch + 1
+                best_state = (
+                    copy.deepcopy(model.state_dict()),
+                    copy.deepcopy(head.state_dict()) if head is not None else None,
+                )
+            else:
+                waited += 1
+        result.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if (
+            validation is not None
+            and config.patience is not None
+            and waited >= config.patience
+            and epoch + 1 < config.epochs
+        ):
+            result.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state[0])
+        if head is not None and best_state[1] is not None:
+            head.load_state_dict(best_state[1])
+    else:
+        result.best_epoch = len(result.history)
+    model.eval()
+    result.train_seconds = time.perf_counter() - started
+    return result
+
+
+def _safe_step(scheduler: Any) -> None:
+    # OneCycleLR raises past its last step; a rounding difference in batch counts must not crash.
+    if scheduler.last_epoch + 1 < scheduler.total_steps:
+        scheduler.step()

@@ -1,0 +1,63 @@
+"""Taxometer's student network, plus a small probe that predicts how deep a label goes.
+
+The leaf path is exactly vamb's ``VAMB2Label`` encoder: 4 x (Linear 512 -> LeakyReLU ->
+Dropout 0.2 -> BatchNorm1d) -> Linear(512, n_leaves)::
+
+    net = StudentNet(n_inputs=x.shape[1], n_leaves=hierarchy.n_leaves)
+    leaf_logits, depth_logits = net(torch.as_tensor(x))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tdstore.taxonomy import RANKS
+
+N_DEPTHS = len(RANKS) + 1  # 0 = unclassified ... 7 = species
+
+
+class StudentNet(nn.Module):
+    """Leaf logits for the flat softmax, and depth logits from a detached probe.
+
+    The depth probe reads the last hidden layer through ``detach()``: it learns how
+    deep the label source usually goes for contigs like this one (novel species get
+    only genus labels) without changing what the leaf path learns, so ``--no-teacher``
+    stays plain Taxometer.
+    """
+
+    def __init__(
+        self,
+        n_inputs: int,
+        n_leaves: int,
+        *,
+        hidden: int = 512,
+        n_layers: int = 4,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_inputs
+        for _ in range(n_layers):
+            layers += [
+                nn.Linear(width, hidden),
+                nn.LeakyReLU(),
+                nn.Dropout(dropout),
+                nn.BatchNorm1d(hidden),
+            ]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.leaves = nn.Linear(hidden, n_leaves)
+        self.depth = nn.Linear(hidden, N_DEPTHS)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.body(x)
+        return self.leaves(hidden), self.depth(hidden.detach())
+
+
+def depth_at_least(depth_logits: torch.Tensor) -> torch.Tensor:
+    """(n, 7): probability that the label reaches rank d (column d-1 = rank d, 1..7)."""
+    probs = torch.softmax(depth_logits.float(), dim=1)
+    # P(depth >= d) = 1 - P(depth < d); cumulative from the deep end is exact and monotone.
+    tail = probs.flip(1).cumsum(1).flip(1)
+    return tail[:, 1:].clamp(0.0, 1.0)

@@ -216,7 +216,8 @@ class _Views:
             metric_files += sorted(
                 p for p in metrics_dir.glob("*.parquet") if ".tmp-" not in p.name
             )
-        self._union("metrics", S.METRICS, [(None, p) for p in metric_files], None)
+        base = self._union("metrics", S.METRICS, [(None, p) for p in metric_files], None)
+        self.con.execute(f"CREATE VIEW metrics AS SELECT * FROM {base}")
         self._runs(runs)
         self._embeddings()
         self._subsets()
@@ -466,3 +467,100 @@ def _column(values: list[Any], declared: pa.DataType | None) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # Mixed types across documents: keep them readable as text.
         return pa.array([None if v is None else json.dumps(v, default=str) for v in values])
+
+
+# ----- writing results ------------------------------------------------------------------------
+FORMATS = ("table", "csv", "tsv", "json", "parquet")
+_SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+}
+
+
+def format_for(output: Path | None, fmt: str | None) -> str:
+    """The output format: as given, else from the output's suffix, else a terminal table."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise UsageError(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
+        if fmt == "parquet" and output is None:
+            raise UsageError("--format parquet needs --output FILE")
+        if fmt == "table" and output is not None:
+            raise UsageError("--format table is for terminals; write csv, tsv, json or parquet")
+        return fmt
+    if output is None:
+        return "table"
+    inferred = _SUFFIX_FORMATS.get(output.suffix.lower())
+    if inferred is None:
+        raise UsageError(f"{output}: cannot tell the format from the suffix; give --format")
+    return inferred
+
+
+def _plain(table: pa.Table, *, nan_to_null: bool) -> pa.Table:
+    """Nested columns as DuckDB's text form ([1, 2]); NaN -> null for JSON (not valid JSON)."""
+    import pyarrow.compute as pc
+
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_nested(field.type) and not nan_to_null:
+            column = pa.chunked_array(
+                [
+                    pa.array(
+                        [None if v is None else _text(v) for v in column.to_pylist()], pa.string()
+                    )
+                ]
+            )
+        elif nan_to_null and pa.types.is_floating(field.type):
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, field.type), column)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join("NULL" if v is None else _text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"'{k}': {_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def render(table: pa.Table, fmt: str) -> bytes:
+    """``table`` as csv, tsv or json (one JSON object per line)."""
+    if fmt in {"csv", "tsv"}:
+        import pyarrow.csv as pcsv
+
+        plain = _plain(table, nan_to_null=False)
+        # TSV unquoted as tools expect it, unless a value holds a tab or newline.
+        if fmt == "csv":
+            sink = pa.BufferOutputStream()
+            pcsv.write_csv(plain, sink, pcsv.WriteOptions(quoting_style="needed"))
+            return sink.getvalue().to_pybytes()
+        # TSV unquoted, as tools expect it, unless a value holds a tab or newline.
+        for quoting in ("none", "needed"):
+            sink = pa.BufferOutputStream()
+            options = pcsv.WriteOptions(delimiter="\t", quoting_style=quoting, include_header=False)
+            try:
+                pcsv.write_csv(plain, sink, options)
+            except pa.ArrowInvalid:
+                continue
+            header = "\t".join(table.column_names) + "\n"
+            return header.encode() + sink.getvalue().to_pybytes()
+    if fmt == "json":
+        lines = [json.dumps(r, default=str) for r in _plain(table, nan_to_null=True).to_pylist()]
+        return ("\n".join(lines) + ("\n" if lines else "")).encode()
+    raise UsageError(f"format {fmt!r} cannot be rendered as text")
+
+
+def write_output(table: pa.Table, fmt: str, output: Path) -> None:
+    """Publish a result file atomically (written here, never by DuckDB)."""
+    import pyarrow.parquet as pq
+
+    from tdstore.atomic import atomic_path, write_bytes_atomic
+
+    if fmt == "parquet":
+        with atomic_path(output, durable=False) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    else:
+        write_bytes_atomic(output, render(table, fmt))

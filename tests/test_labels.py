@@ -254,13 +254,35 @@ def test_taxdump_bad(tmp_path, taxdump):
     with pytest.raises(BadInputError, match="not a directory"):
         TaxDump.load(tmp_path / "none")
     (taxdump / "nodes.dmp").write_text("1\t|\t1\t|\tno rank\t|\nabc\t|\n")
-    with pytest.raises(BadInputError, match="nodes.dmp:2"):
+    with pytest.raises(BadInputError, match="nodes.dmp:2: not a dump line"):
         TaxDump.load(taxdump)
+    (taxdump / "nodes.dmp").write_text("1\t|\t1\t|\tno rank\t|\n\nx2\t|\t1\t|\tgenus\t|\n")
+    with pytest.raises(BadInputError, match="nodes.dmp:3: tax_id 'x2' is not a number"):
+        TaxDump.load(taxdump)
+    (taxdump / "nodes.dmp").write_text("")
+    with pytest.raises(BadInputError, match="nodes.dmp: empty"):
+        TaxDump.load(taxdump)
+    (taxdump / "nodes.dmp").write_text("1\t|\t1\t|\tno rank\t|\n2\t|\t1\t|\tgenus\t|\n")
+    with pytest.raises(BadInputError, match="no scientific name for taxid 2"):
+        TaxDump.load(taxdump).lineages([2])
     (taxdump / "nodes.dmp").write_text(
         "1\t|\t1\t|\tno rank\t|\n5\t|\t6\t|\tgenus\t|\n6\t|\t5\t|\tfamily\t|\n"
     )
     with pytest.raises(BadInputError, match="cycle"):
         TaxDump.load(taxdump).lineages([5])
+
+
+def test_taxdump_minimal_crlf_fields(tmp_path):
+    """Only three nodes.dmp fields (the rank keeps the line's '\\t|'), CRLF, a blank line."""
+    folder = tmp_path / "td"
+    folder.mkdir()
+    (folder / "nodes.dmp").write_bytes(
+        b"1\t|\t1\t|\tno rank\t|\r\n\r\n2\t|\t1\t|\tsuperkingdom\t|\r\n3\t|\t2\t|\tphylum\t|\r\n"
+    )
+    (folder / "names.dmp").write_bytes(
+        b"2\t|\tBacteria\t|\t\t|\tscientific name\t|\r\n3\t|\tBacillota\t|\t\t|\tscientific name\t|\r\n"
+    )
+    assert TaxDump.load(folder).lineages([3]) == {3: ("d__Bacteria", "p__Bacillota")}
 
 
 def test_cami_good(tmp_path, taxdump):

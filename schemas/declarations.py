@@ -127,6 +127,18 @@ EMBEDDINGS = register(
 EMBEDDING_WINDOWS = register(
     ArraySpec("tdstore.embedding_windows", 1, "int32", 1, doc="windows per contig")
 )
+EMBEDDING_CACHE = register(
+    TableSpec(
+        "tdstore.embedding_cache",
+        1,
+        (
+            C("seq_md5", "string", doc="md5 of the upper-cased sequence"),
+            C("vector", "binary", doc="hidden x float16, little-endian, as stored"),
+            C("n_windows", "int32"),
+        ),
+        doc="Outside stores: <cache>/<fingerprint>/part-*.parquet, shared between stores.",
+    )
+)
 
 SOFT_LABELS = register(
     TableSpec(

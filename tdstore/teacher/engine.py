@@ -125,10 +125,14 @@ class Engine:
 
     # ----- tokenising ---------------------------------------------------------------
     def tokenize(self, sequences: Sequence[str]) -> list[np.ndarray]:
+        return self.tokenize_with(self.teacher.tokenizer, sequences)
+
+    @staticmethod
+    def tokenize_with(tokenizer: Any, sequences: Sequence[str]) -> list[np.ndarray]:
         """Sequence token ids (no special tokens) per contig; the fast tokenizer is parallel."""
         if not sequences:
             return []
-        encoded = self.teacher.tokenizer(
+        encoded = tokenizer(
             list(sequences),
             add_special_tokens=False,
             return_attention_mask=False,

@@ -147,22 +147,28 @@ def token_limit(config: Any, tokenizer: Any) -> int:
     return min(limits)
 
 
-def load_model(
-    path: Path | str,
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    trust_remote_code: bool = False,
-) -> Teacher:
-    """Load the base model (no LM head) for inference; raises ModelError with the reason."""
-    import torch
-    from transformers import AutoConfig, AutoModel
+@dataclass
+class ModelInfo:
+    """What a model directory says without loading its weights (cheap: config + tokenizer)."""
+
+    path: Path
+    config: Any
+    tokenizer: Any
+    hidden: int
+    limit: int
+    prefix: list[int]
+    suffix: list[int]
+    pad_id: int
+    identity: dict[str, str]
+
+
+def inspect_model(path: Path | str, *, trust_remote_code: bool = False) -> ModelInfo:
+    """Read config and tokenizer and hash the files; raises ModelError with the reason."""
+    from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
 
     path = Path(path)
     _check_directory(path)
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
     hf_logging.set_verbosity_error()  # the "lm_head unused" load report is expected
     hf_logging.disable_progress_bar()
     try:
@@ -179,45 +185,86 @@ def load_model(
     except OSError as exc:
         raise ModelError(f"{path}: unreadable config.json ({_first_line(exc)})") from None
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise ModelError(_vocab_message(path, len(tokenizer), vocab))
     if not any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir()):
         raise ModelError(f"{path}: no weight files (*.safetensors or *.bin)")
+    hidden = getattr(config, "hidden_size", None)
+    if not isinstance(hidden, int):
+        raise ModelError(f"{path}: config.json states no hidden_size")
+    prefix, suffix = special_tokens(tokenizer)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    return ModelInfo(
+        path=path,
+        config=config,
+        tokenizer=tokenizer,
+        hidden=hidden,
+        limit=token_limit(config, tokenizer),
+        prefix=prefix,
+        suffix=suffix,
+        pad_id=int(pad_id),
+        identity=model_identity(path),
+    )
+
+
+def _vocab_message(path: Path, n_tokens: int, n_embed: int) -> str:
+    return (
+        f"{path}: the tokenizer has {n_tokens} tokens but the model only {n_embed} "
+        "embeddings; tokenizer and weights are from different checkpoints"
+    )
+
+
+def load_model(
+    path: Path | str | ModelInfo,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> Teacher:
+    """Load the base model (no LM head) for inference; raises ModelError with the reason."""
+    import torch
+    from transformers import AutoModel
+
+    info = (
+        path
+        if isinstance(path, ModelInfo)
+        else inspect_model(path, trust_remote_code=trust_remote_code)
+    )
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     kwargs: dict[str, Any] = dict(
         local_files_only=True,
         trust_remote_code=trust_remote_code,
         dtype=getattr(torch, DTYPES[dtype]),
     )
+    where = str(info.path)
     try:
         try:
-            model = AutoModel.from_pretrained(str(path), attn_implementation="sdpa", **kwargs)
+            model = AutoModel.from_pretrained(where, attn_implementation="sdpa", **kwargs)
         except (ValueError, ImportError):
             # Architectures without an sdpa kernel fall back to their default attention.
-            model = AutoModel.from_pretrained(str(path), **kwargs)
+            model = AutoModel.from_pretrained(where, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{path}: cannot load the weights ({_first_line(exc)})") from None
-    embeddings = model.get_input_embeddings()
-    n_embed = getattr(embeddings, "num_embeddings", None)
-    if n_embed is not None and len(tokenizer) > n_embed:
-        raise ModelError(
-            f"{path}: the tokenizer has {len(tokenizer)} tokens but the model only "
-            f"{n_embed} embeddings; tokenizer and weights are from different checkpoints"
-        )
-    prefix, suffix = special_tokens(tokenizer)
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        raise ModelError(f"{where}: cannot load the weights ({_first_line(exc)})") from None
+    n_embed = getattr(model.get_input_embeddings(), "num_embeddings", None)
+    if n_embed is not None and len(info.tokenizer) > n_embed:
+        raise ModelError(_vocab_message(info.path, len(info.tokenizer), n_embed))
     model.eval().to(device)
     return Teacher(
         model=model,
-        tokenizer=tokenizer,
-        path=path,
-        hidden=int(config.hidden_size),
-        limit=token_limit(config, tokenizer),
-        prefix=prefix,
-        suffix=suffix,
-        pad_id=int(pad_id),
+        tokenizer=info.tokenizer,
+        path=info.path,
+        hidden=info.hidden,
+        limit=info.limit,
+        prefix=info.prefix,
+        suffix=info.suffix,
+        pad_id=info.pad_id,
         device=device,
         dtype=dtype,
-        identity=model_identity(path),
+        identity=info.identity,
     )
 
 

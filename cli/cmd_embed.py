@@ -1,0 +1,185 @@
+"""``tdstore embed STORE --model PATH`` and ``tdstore embed status STORE [NAME]``.
+
+``embed`` is a group whose default command is ``run``: a first argument that is not a
+subcommand name is taken as the store, so both forms above work (``embed run STORE``
+too).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+StorePath = Annotated[Path, typer.Argument(help="Store directory, e.g. gut.tdstore")]
+
+
+class _DefaultRun(TyperGroup):
+    """Routes ``embed STORE ...`` to ``embed run STORE ...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in {"--help", "-h"}:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def register(app: typer.Typer) -> None:
+    embed_app = typer.Typer(
+        cls=_DefaultRun,
+        no_args_is_help=True,
+        help="Embed contigs with a teacher model (resumable, sharded); `embed status` reports.",
+    )
+    embed_app.command("run")(run)
+    embed_app.command("status")(status)
+    app.add_typer(embed_app, name="embed")
+
+
+def run(
+    store: StorePath,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Local Hugging Face model directory (e.g. GenomeOcean-500M), or kmer:K (K=4..6).",
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="Embedding set name (default: <model dir>-<pooling>, or kmerK)."
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="Worker i of N, e.g. 0/4 (default: SLURM_ARRAY_TASK_ID or RANK, else 0/1).",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cuda, cpu or auto.")] = "auto",
+    batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-tokens",
+            help="Padded tokens per batch (default 65536 on GPU, 8192 on CPU); halved on OOM.",
+        ),
+    ] = None,
+    pooling: Annotated[
+        str, typer.Option("--pooling", help="mean (masked mean) or last (last non-pad token).")
+    ] = "mean",
+    window: Annotated[
+        int | None,
+        typer.Option(
+            "--window",
+            help="Tokens per forward pass, special tokens included (default: the model's limit).",
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            "--stride", help="Sequence tokens between window starts (default: no overlap)."
+        ),
+    ] = None,
+    max_windows: Annotated[
+        int | None,
+        typer.Option(
+            "--max-windows",
+            help="Use at most N windows per contig (1 with --window 512 --pooling last = paper).",
+        ),
+    ] = None,
+    layer: Annotated[
+        int, typer.Option("--layer", help="Hidden layer to pool; -1 = last (after the norm).")
+    ] = -1,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU).")
+    ] = "auto",
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache", help="Directory of vectors by sequence md5, shared between stores."
+        ),
+    ] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code", help="Allow the model directory's own Python code to run."
+        ),
+    ] = False,
+    n_shards: Annotated[
+        int | None,
+        typer.Option(
+            "--n-shards", help="Shards of a new set (default: >= 64, <= 16384 rows each)."
+        ),
+    ] = None,
+    max_shards: Annotated[
+        int | None,
+        typer.Option("--max-shards", help="Stop after N shards (for time-limited jobs)."),
+    ] = None,
+) -> None:
+    """Embed every contig of STORE (whole contigs, in windows); re-run to resume."""
+    import tdstore
+    from tdstore.teacher.embed_store import embed
+
+    summary = embed(
+        tdstore.open(store),
+        model,
+        name=name,
+        shard=shard,
+        device=device,
+        batch_tokens=batch_tokens,
+        pooling=pooling,
+        window=window,
+        stride=stride,
+        max_windows=max_windows,
+        layer=layer,
+        dtype=dtype,
+        cache=cache,
+        trust_remote_code=trust_remote_code,
+        n_shards=n_shards,
+        max_shards=max_shards,
+    )
+    if summary["status"] == "up to date":
+        typer.echo(
+            f"embeddings/{summary['name']}: up to date for worker {summary['worker']} "
+            f"(fingerprint {summary['fingerprint'][:12]})"
+        )
+        return
+    rate = summary["tokens"] / summary["seconds"] if summary["seconds"] else 0.0
+    typer.echo(
+        f"embeddings/{summary['name']}: {summary['status']}, worker {summary['worker']} "
+        f"finished {summary['shards_done']} shard(s), {summary['shards_left']} left; "
+        f"{summary['computed']} contigs computed, {summary['copied']} copied, "
+        f"{summary['tokens']:,} tokens in {summary['seconds']:.1f} s ({rate:,.0f} tokens/s)"
+    )
+
+
+def status(
+    store: StorePath,
+    name: Annotated[str | None, typer.Argument(help="Embedding set (default: all).")] = None,
+) -> None:
+    """Done and pending shards, tokens and throughput of the embedding sets."""
+    import tdstore
+    from tdstore.teacher import embed_store
+
+    handle = tdstore.open(store)
+    names = [name] if name else embed_store.list_names(handle)
+    if not names:
+        typer.echo(f"{store}: no embedding sets")
+        return
+    for set_name in names:
+        state = embed_store.status(handle, set_name)
+        rate = state["tokens_per_s"]
+        pending = state["pending"]
+        shown = ", ".join(map(str, pending[:12])) + (" ..." if len(pending) > 12 else "")
+        typer.echo(
+            f"{set_name}: {state['done']}/{state['n_shards']} shards done, "
+            f"{state['rows_done']:,}/{state['n_rows']:,} contigs "
+            f"({state['computed']:,} computed, {state['copied']:,} copied), "
+            f"{state['tokens']:,} tokens" + (f", {rate:,.0f} tokens/s per worker" if rate else "")
+        )
+        typer.echo(f"  model {state['model']}, fingerprint {str(state['fingerprint'])[:12]}")
+        if pending:
+            typer.echo(f"  pending shards: {shown}")

@@ -262,9 +262,9 @@ def test_taxdump_bad(tmp_path, taxdump):
     (taxdump / "nodes.dmp").write_text("")
     with pytest.raises(BadInputError, match="nodes.dmp: empty"):
         TaxDump.load(taxdump)
-    (taxdump / "nodes.dmp").write_text("1\t|\t1\t|\tno rank\t|\n2\t|\t1\t|\tgenus\t|\n")
-    with pytest.raises(BadInputError, match="no scientific name for taxid 2"):
-        TaxDump.load(taxdump).lineages([2])
+    (taxdump / "nodes.dmp").write_text("1\t|\t1\t|\tno rank\t|\n7\t|\t1\t|\tgenus\t|\n")
+    with pytest.raises(BadInputError, match="no scientific name for taxid 7"):
+        TaxDump.load(taxdump).lineages([7])
     (taxdump / "nodes.dmp").write_text(
         "1\t|\t1\t|\tno rank\t|\n5\t|\t6\t|\tgenus\t|\n6\t|\t5\t|\tfamily\t|\n"
     )

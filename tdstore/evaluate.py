@@ -45,6 +45,77 @@ def _called(pred_ids: np.ndarray, pred_scores: np.ndarray, threshold: float) -> 
     return (np.asarray(pred_ids) >= 0) & (scores > _as_threshold(threshold))  # NaN: no call
 
 
+# Each (contig, rank) cell is in exactly one state; counting states is one bincount.
+NONE, CORRECT, WRONG, UNASSIGNED, OVERCALLED = range(5)
+_N_STATES = 5
+# State by (has gold, called, same id) as bits 2, 1, 0.
+_STATE_OF = np.array(
+    [NONE, NONE, OVERCALLED, OVERCALLED, UNASSIGNED, UNASSIGNED, WRONG, CORRECT], dtype=np.uint8
+)
+
+
+def cell_states(
+    pred_rank_ids: np.ndarray, pred_scores: np.ndarray, gold_rank_ids: np.ndarray, threshold: float
+) -> np.ndarray:
+    """(n, 7) uint8 state of each cell: none, correct, wrong, unassigned or overcalled.
+
+    A gold id of -1 means the gold lineage stops above that rank; a call is a predicted
+    id >= 0 whose score is > threshold.
+    """
+    gold = np.asarray(gold_rank_ids)
+    pred = np.asarray(pred_rank_ids)
+    if gold.shape != pred.shape or gold.ndim != 2 or gold.shape[1] != N_RANKS:
+        raise ValueError(f"expected (n, {N_RANKS}) arrays, got {pred.shape} and {gold.shape}")
+    index = (gold >= 0).view(np.uint8) << 2
+    index |= _called(pred, pred_scores, threshold).view(np.uint8) << 1
+    index |= (pred == gold).view(np.uint8)
+    return _STATE_OF[index]
+
+
+def state_table(
+    states: np.ndarray, codes: np.ndarray | None = None, n_groups: int = 1
+) -> np.ndarray:
+    """(n_groups, 7, 5) number of cells per group, rank and state: one bincount.
+
+    ``codes`` gives each contig's group (0..n_groups-1; negative = in no group); all
+    contigs form group 0 when it is None.
+    """
+    offsets = np.arange(N_RANKS, dtype=np.int64) * _N_STATES
+    if codes is None:
+        keys = states + offsets
+    else:
+        codes = np.asarray(codes, dtype=np.int64)
+        member = codes >= 0
+        keys = (codes[member] * (N_RANKS * _N_STATES))[:, None] + offsets + states[member]
+    size = n_groups * N_RANKS * _N_STATES
+    return np.bincount(keys.ravel(), minlength=size)[:size].reshape(n_groups, N_RANKS, _N_STATES)
+
+
+def counts_from_table(table: np.ndarray, n_contigs: np.ndarray) -> dict[str, np.ndarray]:
+    """Named (n_groups, 7) int64 counts from a :func:`state_table`."""
+    out = {
+        "n_contigs": np.repeat(np.asarray(n_contigs)[:, None], N_RANKS, axis=1),
+        "n_gold": table[:, :, [CORRECT, WRONG, UNASSIGNED]].sum(axis=2),
+        "correct": table[:, :, CORRECT],
+        "wrong": table[:, :, WRONG],
+        "unassigned": table[:, :, UNASSIGNED],
+        "overcalled": table[:, :, OVERCALLED],
+    }
+    return {name: counts.astype(np.int64) for name, counts in out.items()}
+
+
+def count_states(
+    states: np.ndarray, codes: np.ndarray | None = None, n_groups: int = 1
+) -> dict[str, np.ndarray]:
+    """Counts per group and rank, each an (n_groups, 7) int64 array (see :func:`state_table`)."""
+    if codes is None:
+        n_contigs = np.array([states.shape[0]])
+    else:
+        codes = np.asarray(codes, dtype=np.int64)
+        n_contigs = np.bincount(codes[codes >= 0], minlength=n_groups)[:n_groups]
+    return counts_from_table(state_table(states, codes, n_groups), n_contigs)
+
+
 def grouped_counts(
     pred_rank_ids: np.ndarray,
     pred_scores: np.ndarray,
@@ -53,42 +124,9 @@ def grouped_counts(
     codes: np.ndarray | None = None,
     n_groups: int = 1,
 ) -> dict[str, np.ndarray]:
-    """Counts per group and rank, each an (n_groups, 7) int64 array.
-
-    ``codes`` gives each contig's group (0..n_groups-1; negative = in no group); all
-    contigs form group 0 when it is None. Rows are contigs with a gold label; a gold id
-    of -1 means the gold lineage stops above that rank.
-    """
-    gold = np.asarray(gold_rank_ids)
-    pred = np.asarray(pred_rank_ids)
-    if gold.shape != pred.shape or gold.ndim != 2 or gold.shape[1] != N_RANKS:
-        raise ValueError(f"expected (n, {N_RANKS}) arrays, got {pred.shape} and {gold.shape}")
-    n = gold.shape[0]
-    if codes is None:
-        codes = np.zeros(n, dtype=np.int64)
-    codes = np.asarray(codes, dtype=np.int64)
-    called = _called(pred, pred_scores, threshold)
-    has_gold = gold >= 0
-    correct = called & has_gold & (pred == gold)
-    indicators = {
-        "n_gold": has_gold,
-        "correct": correct,
-        "wrong": called & has_gold & ~correct,
-        "unassigned": has_gold & ~called,
-        "overcalled": called & ~has_gold,
-    }
-    member = codes >= 0
-    # One bincount per indicator over (group, rank) cells: vectorised for any number of groups.
-    cells = (codes[member, None] * N_RANKS + np.arange(N_RANKS)[None, :]).ravel()
-    out = {
-        "n_contigs": np.repeat(
-            np.bincount(codes[member], minlength=n_groups)[:n_groups, None], N_RANKS, axis=1
-        ).astype(np.int64)
-    }
-    for name, mask in indicators.items():
-        counts = np.bincount(cells, weights=mask[member].ravel(), minlength=n_groups * N_RANKS)
-        out[name] = counts[: n_groups * N_RANKS].reshape(n_groups, N_RANKS).round().astype(np.int64)
-    return out
+    """:func:`cell_states` then :func:`count_states`: counts per group and rank."""
+    states = cell_states(pred_rank_ids, pred_scores, gold_rank_ids, threshold)
+    return count_states(states, codes, n_groups)
 
 
 def rates(
@@ -212,13 +250,37 @@ class Evaluation:
     gold_ids: np.ndarray  # (m, 7)
     groupings: list[tuple[list[str], np.ndarray]]  # (group names, code per gold row)
     sources: list[Source] = field(default_factory=list)
+    _cross_cache: Any = field(default=None, init=False, repr=False)
+
+    def _cross(self) -> tuple[np.ndarray, int, list[np.ndarray]]:
+        """Every grouping at once: one mixed-radix code per contig over all groupings, and
+        for each grouping the group of every code (-1 = none), so a source needs one count."""
+        if self._cross_cache is not None:
+            return self._cross_cache
+        combined = np.zeros(self.rows.size, dtype=np.int64)
+        stride = 1
+        strides = []
+        for names, codes in self.groupings:
+            combined += (np.asarray(codes, dtype=np.int64) + 1) * stride
+            strides.append((stride, len(names) + 1))
+            stride *= len(names) + 1
+        all_codes = np.arange(stride)
+        maps = [(all_codes // st) % radix - 1 for st, radix in strides]
+        self._cross_cache = (combined, stride, maps)
+        return self._cross_cache
 
     def source_metrics(self, source: Source, threshold: float) -> list[dict[str, Any]]:
         out = []
-        for names, codes in self.groupings:
-            counts = grouped_counts(
-                source.rank_ids, source.scores, self.gold_ids, threshold, codes, len(names)
-            )
+        states = cell_states(source.rank_ids, source.scores, self.gold_ids, threshold)
+        combined, n_combined, maps = self._cross()
+        table = state_table(states, combined, n_combined)
+        sizes = np.bincount(combined, minlength=n_combined)
+        for (names, _), group_of in zip(self.groupings, maps, strict=True):
+            valid = group_of >= 0
+            grouped = np.zeros((len(names), N_RANKS, _N_STATES), dtype=np.int64)
+            np.add.at(grouped, group_of[valid], table[valid])
+            n_contigs = np.bincount(group_of[valid], weights=sizes[valid], minlength=len(names))
+            counts = counts_from_table(grouped, n_contigs)
             precision, recall, f1 = rates(counts["correct"], counts["wrong"], counts["n_gold"])
             for g, group in enumerate(names):
                 if counts["n_contigs"][g, 0] == 0:
@@ -252,13 +314,16 @@ def _rank_index(taxonomy: Taxonomy) -> np.ndarray:
     return np.asarray([lookup.get(rank, -1) for rank in taxonomy.ranks], dtype=np.int64)
 
 
-def _label_matrix(store: Store, name: str, taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray]:
-    """A label set as calls with score 1.0 at every rank of its lineage, by store row."""
+def _label_matrix(
+    store: Store, name: str, taxonomy: Taxonomy, gold_pos: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A label set as calls with score 1.0 at every rank of its lineage, at the gold rows."""
     table, _ = store.labels(name)
-    rows = table.column("row").to_numpy()
-    ids = np.full((store.n_contigs, N_RANKS), -1, dtype=np.int64)
-    ids[rows] = taxonomy.rank_matrix(table.column("taxon_id").to_numpy())
-    return ids, np.where(ids >= 0, 1.0, np.nan).astype(np.float32)
+    pos = gold_pos[table.column("row").to_numpy()]
+    keep = pos >= 0
+    ids = np.full((m, N_RANKS), -1, dtype=np.int64)
+    ids[pos[keep]] = taxonomy.rank_matrix(table.column("taxon_id").to_numpy()[keep])
+    return ids, np.where(ids >= 0, np.float32(1.0), np.float32(np.nan))
 
 
 def run_dir(store: Store, run: str) -> Path:
@@ -279,8 +344,14 @@ def read_predictions(store: Store, run: str) -> pa.Table:
 
 
 def _prediction_matrix(
-    store: Store, run: str, taxonomy: Taxonomy, rank_of: np.ndarray
+    store: Store,
+    run: str,
+    taxonomy: Taxonomy,
+    rank_of: np.ndarray,
+    gold_pos: np.ndarray,
+    m: int,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """A run's lineages as (m, 7) ids and scores at the gold rows (-1 / NaN: no node)."""
     table = read_predictions(store, run)
     where = run_dir(store, run) / "predictions.parquet"
     rows = table.column("row").to_numpy()
@@ -291,20 +362,22 @@ def _prediction_matrix(
         raise SchemaError(f"{where}: lineage_ids and lineage_scores differ in length")
     if rows.size and (rows.min() < 0 or rows.max() >= store.n_contigs):
         raise SchemaError(f"{where}: rows outside the store (0..{store.n_contigs - 1})")
-    flat_ids = pc.list_flatten(lineage_ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat_ids = pc.list_flatten(lineage_ids).to_numpy(zero_copy_only=False)
     flat_scores = pc.list_flatten(lineage_scores).to_numpy(zero_copy_only=False)
     parent = pc.list_parent_indices(lineage_ids).to_numpy(zero_copy_only=False)
     if flat_ids.size and (flat_ids.min() < 0 or flat_ids.max() >= len(taxonomy)):
         raise SchemaError(f"{where}: taxon ids outside the store's taxonomy")
-    # Place each lineage node by its rank (not its list position): robust to a lineage
-    # that starts below the domain or carries the root.
+    # Place each node by its rank, not its list position: robust to a lineage that starts
+    # below the domain or carries the root. Only gold rows are kept.
     rank = rank_of[flat_ids]
-    keep = rank >= 0
-    ids = np.full((store.n_contigs, N_RANKS), -1, dtype=np.int64)
-    scores = np.full((store.n_contigs, N_RANKS), np.nan, dtype=np.float32)
-    ids[rows[parent[keep]], rank[keep]] = flat_ids[keep]
-    scores[rows[parent[keep]], rank[keep]] = flat_scores[keep]
-    return ids, scores
+    pos = gold_pos[rows][parent]
+    keep = (rank >= 0) & (pos >= 0)
+    cell = pos[keep] * N_RANKS + rank[keep]
+    ids = np.full(m * N_RANKS, -1, dtype=np.int64)
+    scores = np.full(m * N_RANKS, np.nan, dtype=np.float32)
+    ids[cell] = flat_ids[keep]
+    scores[cell] = flat_scores[keep]
+    return ids.reshape(m, N_RANKS), scores.reshape(m, N_RANKS)
 
 
 def _sample_codes(store: Store, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -335,13 +408,17 @@ def load_evaluation(
         flags = pc.fill_null(pc.cast(novel, pa.int64()), -1).to_numpy()
         groupings.append((["known", "novel"], flags))
     evaluation = Evaluation(gold, rows, gold_ids, groupings)
+    # Position of each store row among the gold rows (-1: no gold): sources are built at
+    # the gold rows only, never as store-sized matrices.
+    gold_pos = np.full(store.n_contigs, -1, dtype=np.int64)
+    gold_pos[rows] = np.arange(rows.size)
     for name in dict.fromkeys(label_sets):
-        ids, scores = _label_matrix(store, name, taxonomy)
-        evaluation.sources.append(Source(f"labels:{name}", "labels", name, ids[rows], scores[rows]))
+        ids, scores = _label_matrix(store, name, taxonomy, gold_pos, rows.size)
+        evaluation.sources.append(Source(f"labels:{name}", "labels", name, ids, scores))
     rank_of = _rank_index(taxonomy)
     for run in dict.fromkeys(runs):
-        ids, scores = _prediction_matrix(store, run, taxonomy, rank_of)
-        evaluation.sources.append(Source(run, "run", run, ids[rows], scores[rows]))
+        ids, scores = _prediction_matrix(store, run, taxonomy, rank_of, gold_pos, rows.size)
+        evaluation.sources.append(Source(run, "run", run, ids, scores))
     return evaluation
 
 

@@ -121,3 +121,18 @@ def test_tnf_equals_projection_of_naive_frequencies(seq):
     counts = _naive_counts(seq).astype(float)
     expected = (counts / counts.sum() - 1 / 256) @ T.kernel()
     np.testing.assert_allclose(T.tnf([seq])[0], expected, atol=1e-6)
+
+
+def test_base_counts_match_naive():
+    rng = np.random.default_rng(5)
+    letters = np.array(list("ACGTNRacgt"))
+    seqs = ["".join(rng.choice(letters, size=n)) for n in (1, 3, 4, 9, 250)]
+    seqs += ["".join(rng.choice(list("ACGT"), size=n)) for n in (4, 5, 777)]
+    codes, offsets = T.encode_batch([s.encode() for s in seqs])
+    tetramers, bases = T.count_batch(codes, offsets)
+    for i, seq in enumerate(seqs):
+        up = seq.upper()
+        expected = [up.count(b) for b in "ACGT"]
+        expected.append(len(up) - sum(expected))
+        assert bases[i].tolist() == expected, seq
+        assert np.array_equal(tetramers[i], _naive_counts(seq))

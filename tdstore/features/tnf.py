@@ -46,24 +46,63 @@ def tetramer_counts(codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     ``codes[offsets[i]:offsets[i+1]]`` is contig ``i``. Windows holding a non-ACGT
     code are not counted (as in vamb).
     """
+    return count_batch(codes, offsets)[0]
+
+
+def count_batch(codes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tetramer counts (n, 256) and base counts (n, 5: A, C, G, T, other) per contig.
+
+    One pass of numpy over the batch, then one bincount per contig: long slices keep
+    the per-call overhead negligible and need no (n x 256)-sized index arithmetic.
+    """
     n = len(offsets) - 1
     counts = np.zeros((n, N_TETRAMERS), dtype=np.int64)
     total = int(offsets[-1]) if n else 0
-    if total < 4:
-        return counts
-    bad = codes[:total] == INVALID
-    pairs_bad = bad[:-1] | bad[1:]
-    window_bad = pairs_bad[:-2] | pairs_bad[2:]
-    low = codes[:total] & 3
-    pairs = (low[:-1] << 2) | low[1:]
-    # Window i starts at base i; bit 8 marks the windows to skip, so that one
-    # bincount per contig (fast: C loops over long slices) needs no boolean filtering.
-    key = ((pairs[:-2] << 4) | pairs[2:]).astype(np.uint16)
-    key |= window_bad.view(np.uint8).astype(np.uint16) << 8
-    for i, (start, end) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)):
-        if end - start >= 4:
-            counts[i] = np.bincount(key[start : end - 3], minlength=2 * N_TETRAMERS)[:N_TETRAMERS]
-    return counts
+    starts, ends = offsets[:-1], offsets[1:]
+    # Non-ACGT codes count as A (code & 3) here; their windows are taken out below.
+    quad = codes[:total] & 3
+    if total >= 4:
+        pairs = quad[:-1] << 2
+        pairs |= quad[1:]
+        quad = pairs[:-2] << 4
+        quad |= pairs[2:]
+        for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            if end - start >= 4:
+                counts[i] = np.bincount(quad[start : end - 3], minlength=N_TETRAMERS)
+    invalid = np.flatnonzero(codes[:total] == INVALID)
+    dirty = np.unique(np.searchsorted(offsets, invalid, side="right") - 1)
+    if len(invalid):
+        # Windows starting up to 3 bases before a non-ACGT base, within the same contig.
+        window = np.unique((invalid[:, None] - np.arange(4)[None, :]).ravel())
+        window = window[window >= 0]
+        contig = np.searchsorted(offsets, window, side="right") - 1
+        inside = window <= ends[contig] - 4
+        np.subtract.at(counts, (contig[inside], quad[window[inside]]), 1)
+    return counts, _base_counts(codes, offsets, counts, dirty)
+
+
+def _base_counts(
+    codes: np.ndarray, offsets: np.ndarray, counts: np.ndarray, dirty: np.ndarray
+) -> np.ndarray:
+    """Per-contig A/C/G/T/other counts, mostly read off the tetramer counts.
+
+    A clean contig's bases at positions 0..L-4 are the first bases of its windows;
+    the last three are added directly. Contigs with non-ACGT bases (rare) or shorter
+    than a window are counted from their codes.
+    """
+    n = len(offsets) - 1
+    bases = np.zeros((n, INVALID + 1), dtype=np.int64)
+    bases[:, :4] = counts.reshape(n, 4, 64).sum(axis=2)
+    lengths = np.diff(offsets)
+    tail = offsets[1:, None] - np.arange(1, 4)[None, :]
+    long_enough = lengths >= 4
+    tail_contig = np.repeat(np.arange(n), 3).reshape(n, 3)[long_enough].ravel()
+    tail_codes = codes[tail[long_enough].ravel()] if long_enough.any() else tail_contig
+    np.add.at(bases, (tail_contig, tail_codes), 1)
+    redo = np.union1d(dirty, np.flatnonzero(~long_enough))
+    for i in redo.tolist():
+        bases[i] = np.bincount(codes[offsets[i] : offsets[i + 1]], minlength=INVALID + 1)
+    return bases
 
 
 def project(counts: np.ndarray) -> np.ndarray:

@@ -373,8 +373,7 @@ def _sequence_rows(batch: FastaBatch, kept_idx: np.ndarray, first_row: int) -> p
 
 
 def _batch_tnf(batch: FastaBatch, kept_idx: np.ndarray) -> np.ndarray:
-    counts = tnf_mod.tetramer_counts(batch.codes, batch.offsets)
-    return tnf_mod.project(counts[kept_idx])
+    return tnf_mod.project(batch.tetramers[kept_idx])
 
 
 def _normalisation(moments: _Moments, abundance: np.ndarray) -> NormalisationStats:

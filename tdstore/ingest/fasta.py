@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from tdstore.errors import BadInputError
-from tdstore.features.tnf import INVALID, encode
+from tdstore.features.tnf import INVALID, count_batch, encode
 
 # vamb's concatenate.py renames contigs to S{sample}C{original id}.
 _VAMB_SAMPLE = re.compile(r"^(S\d+)C\S")
@@ -67,7 +67,7 @@ class FastaBatch:
     ids: list[str]
     data: bytes  # upper-cased sequences, concatenated
     offsets: np.ndarray  # (n + 1,) int64: contig i is data[offsets[i]:offsets[i+1]]
-    codes: np.ndarray = field(repr=False)  # base codes of data (tnf.encode)
+    tetramers: np.ndarray = field(repr=False)  # (n, 256) tetramer counts (tnf.count_batch)
     gc: np.ndarray = field(repr=False)  # float32, NaN where a contig has no A/C/G/T
     n_count: np.ndarray = field(repr=False)  # int64: bases that are not A/C/G/T
     md5: list[str] = field(repr=False)
@@ -160,9 +160,7 @@ def _make_batch(path: Path, first: int, ids: list[str], sequences: list[bytes]) 
     offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
     np.cumsum([len(s) for s in sequences], out=offsets[1:])
     codes = encode(data)
-    base_counts = np.zeros((len(sequences), 5), dtype=np.int64)
-    for i, (start, end) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)):
-        base_counts[i] = np.bincount(codes[start:end], minlength=INVALID + 1)
+    tetramers, base_counts = count_batch(codes, offsets)
     n_count = base_counts[:, INVALID]
     for i in np.flatnonzero(n_count):
         # Only contigs with non-ACGT bases need the (rare) check for non-letters.
@@ -176,4 +174,4 @@ def _make_batch(path: Path, first: int, ids: list[str], sequences: list[bytes]) 
     with np.errstate(invalid="ignore", divide="ignore"):
         gc = ((base_counts[:, 1] + base_counts[:, 2]) / acgt).astype(np.float32)
     md5 = [hashlib.md5(s).hexdigest() for s in sequences]
-    return FastaBatch(first, ids, data, offsets, codes, gc, n_count, md5)
+    return FastaBatch(first, ids, data, offsets, tetramers, gc, n_count, md5)

@@ -121,7 +121,7 @@ def run(
 ) -> None:
     """Embed every contig of STORE (whole contigs, in windows); re-run to resume."""
     import tdstore
-    from tdstore.teacher.embed_store import embed
+    from tdstore.teacher.embed_run import embed
 
     summary = embed(
         tdstore.open(store),

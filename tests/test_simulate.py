@@ -297,3 +297,55 @@ def test_cli_rejects_bad_options(cli, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "error:" in result.stderr
     assert not (tmp_path / "sim" / "simulation.json").exists()
+
+
+def test_crash_mid_write_leaves_no_half_file(tmp_path: Path, monkeypatch) -> None:
+    from tdstore.simulate import writers
+
+    calls = {"n": 0}
+    real_wrap = writers._wrap
+
+    def failing_wrap(seq: np.ndarray) -> bytes:
+        calls["n"] += 1
+        if calls["n"] > 50:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-FASTA
+        return real_wrap(seq)
+
+    # An earlier complete run in the same directory: its summary must not survive.
+    simulate(tmp_path, n_contigs=100, seed=1, n_species=6, genome_max=100_000)
+    before = (tmp_path / "contigs.fna.gz").read_bytes()
+    monkeypatch.setattr(writers, "_wrap", failing_wrap)
+    with pytest.raises(KeyboardInterrupt):
+        simulate(tmp_path, n_contigs=100, seed=2, n_species=6, genome_max=100_000)
+    assert not (tmp_path / "simulation.json").exists()
+    assert (tmp_path / "contigs.fna.gz").read_bytes() == before  # old file, whole
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+
+
+def test_outcome_shares_match_the_noise_model(sim: dict) -> None:
+    outcomes = sim["summary"]["label_outcomes"]
+    for group in ("known", "novel"):
+        shares = outcomes[group]
+        total = sum(shares[k] for k in ("correct", "truncated", "wrong_species", "unclassified"))
+        assert total == pytest.approx(1.0, abs=1e-3)
+    assert outcomes["novel"]["correct"] == 0.0
+    assert outcomes["known"]["correct"] > 0.7
+    assert 0.15 < outcomes["novel"]["wrong_species"] < 0.55
+
+
+def test_cli_defaults_match_the_library() -> None:
+    import inspect
+
+    from tdstore.cli.cmd_simulate import simulate as command
+
+    defaults = {
+        name: p.default.default if hasattr(p.default, "default") else p.default
+        for name, p in inspect.signature(command).parameters.items()
+    }
+    noise = LabelNoise()
+    assert defaults["novel_wrong"] == noise.novel_wrong
+    assert defaults["known_wrong"] == noise.known_wrong
+    assert defaults["known_truncated"] == noise.known_truncated
+    library = inspect.signature(simulate).parameters
+    assert defaults["contigs"] == library["n_contigs"].default
+    assert defaults["novel_fraction"] == library["novel_fraction"].default

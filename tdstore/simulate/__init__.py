@@ -19,7 +19,13 @@ from tdstore import __version__
 from tdstore.atomic import write_json_atomic
 from tdstore.errors import UsageError
 from tdstore.simulate.genomes import evolve_genomes
-from tdstore.simulate.labels import LabelNoise, choose_novel, label_quality, noisy_labels
+from tdstore.simulate.labels import (
+    LabelNoise,
+    choose_novel,
+    label_outcomes,
+    label_quality,
+    noisy_labels,
+)
 from tdstore.simulate.sampling import sample_contigs
 from tdstore.simulate.tree import build_tree, default_species_count
 from tdstore.simulate.writers import (
@@ -138,6 +144,7 @@ def simulate(
         "counts": counts,
         "label_quality_scope": f"contigs >= {min_length} bp; per contig; TaxDistill definitions",
         "label_quality": label_quality(tree, contigs.genome[kept], labels[kept], novel),
+        "label_outcomes": label_outcomes(tree, contigs.genome[kept], labels[kept], novel),
         "files": dict(FILES),
         "samples": samples,
     }

@@ -20,7 +20,7 @@ from tdstore.simulate.tree import Tree
 # into that clade, s.d. of the drift of the Markov chain's logits, s.d. of the GC shift.
 # Sibling species end up about 88% identical, genera of one family about 75%.
 SUBSTITUTION = (1.0, 0.45, 0.35, 0.28, 0.22, 0.16, 0.06)
-LOGIT_DRIFT = (0.6, 0.45, 0.4, 0.35, 0.35, 0.35, 0.15)
+LOGIT_DRIFT = (0.6, 0.45, 0.4, 0.35, 0.3, 0.22, 0.12)
 GC_SHIFT = (0.35, 0.3, 0.2, 0.15, 0.1, 0.08, 0.02)
 ORDER = 3
 N_CONTEXTS = 4**ORDER

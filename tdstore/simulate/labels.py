@@ -177,3 +177,38 @@ def label_quality(
                 "f1": round(f1, 4),
             }
     return out
+
+
+def label_outcomes(
+    tree: Tree, genome: np.ndarray, labels: np.ndarray, novel: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Shares of contigs (known / novel) per kind of label: the realised noise rates.
+
+    ``correct``: the full true lineage; ``truncated``: a true lineage stopped above
+    species; ``wrong_species``: a species other than the truth (``wrong_genus`` also
+    counts those whose genus is wrong); ``unclassified``.
+    """
+    gold = tree.ancestors[genome]
+    species_rank = np.where(labels >= 0, tree.ranks[np.maximum(labels, 0)], -1)
+    is_species = species_rank == SPECIES_RANK
+    correct = is_species & (labels == gold[:, SPECIES_RANK])
+    wrong = is_species & ~correct
+    label_genus = np.where(
+        is_species, tree.parents[np.maximum(labels, 0)], -1
+    )  # a species' parent is its genus
+    wrong_genus = wrong & (label_genus != gold[:, GENUS])
+    unclassified = labels < 0
+    truncated = ~is_species & ~unclassified
+    is_novel = novel[genome]
+    out: dict[str, dict[str, float]] = {}
+    for group, mask in (("known", ~is_novel), ("novel", is_novel)):
+        total = max(int(mask.sum()), 1)
+        out[group] = {
+            "contigs": int(mask.sum()),
+            "correct": round(int((correct & mask).sum()) / total, 4),
+            "truncated": round(int((truncated & mask).sum()) / total, 4),
+            "wrong_species": round(int((wrong & mask).sum()) / total, 4),
+            "wrong_genus": round(int((wrong_genus & mask).sum()) / total, 4),
+            "unclassified": round(int((unclassified & mask).sum()) / total, 4),
+        }
+    return out

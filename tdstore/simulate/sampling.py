@@ -21,7 +21,7 @@ class Contigs:
     ids: list[str]
     sample: np.ndarray  # int: 0-based sample index (the id's S{n} is sample + 1)
     genome: np.ndarray  # int: species / genome index
-    start: np.ndarray  # int: 0-based start in the genome
+    start: np.ndarray  # int: 0-based start in the circular genome (may wrap around)
     length: np.ndarray  # int
     reverse: np.ndarray  # bool: reverse-complemented
     gap: np.ndarray  # (n, 2) int: a run of N at [gap0, gap1) inside the contig, or (0, 0)
@@ -67,6 +67,35 @@ def _lengths(
     return np.where(short, np.minimum(lengths, min_length - 1), lengths)
 
 
+def _tile(
+    sample: np.ndarray,
+    genome: np.ndarray,
+    length: np.ndarray,
+    genome_length: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Start positions: one sample's contigs of one genome lie side by side.
+
+    An assembly does not repeat a region, so within a (sample, genome) group the
+    contigs follow each other around the circular genome from a random offset, with
+    unassembled stretches between them; only a group longer than the genome wraps
+    around and overlaps itself. Contigs of different samples overlap freely.
+    """
+    order = np.lexsort((genome, sample))
+    spacer = rng.integers(50, 1500, size=len(length))
+    step = (length + spacer)[order]
+    group = sample[order] * (int(genome.max()) + 1) + genome[order]
+    first = np.r_[True, group[1:] != group[:-1]]
+    offset = (rng.random(len(length)) * genome_length[order]).astype(np.int64)
+    csum = np.cumsum(step)
+    # Cumulative step within each group: subtract the total before the group's first row.
+    group_base = np.maximum.accumulate(np.where(first, csum - step, 0))
+    group_offset = offset[np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))]
+    start = np.empty(len(length), dtype=np.int64)
+    start[order] = (group_offset + csum - step - group_base) % genome_length[order]
+    return start
+
+
 def sample_contigs(
     genome_lengths: np.ndarray,
     *,
@@ -101,7 +130,7 @@ def sample_contigs(
         sigma=length_sigma,
         rng=rng,
     )
-    start = (rng.random(n_contigs) * (glen - length + 1)).astype(np.int64)
+    start = _tile(sample, genome, length, glen, rng)
     reverse = rng.random(n_contigs) < 0.5
 
     # Scaffolding gaps: a run of 10-100 N in a few contigs.

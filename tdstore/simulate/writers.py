@@ -62,7 +62,11 @@ def write_fasta(
         size = 0
         for i, cid in enumerate(contigs.ids):
             start, length = int(contigs.start[i]), int(contigs.length[i])
-            codes = genomes[contigs.genome[i]][start : start + length]
+            genome = genomes[contigs.genome[i]]
+            if start + length <= len(genome):
+                codes = genome[start : start + length]
+            else:  # genomes are circular: a contig may run across the origin
+                codes = np.concatenate([genome[start:], genome[: start + length - len(genome)]])
             seq = _ASCII_RC[codes[::-1]] if contigs.reverse[i] else _ASCII[codes]
             g0, g1 = contigs.gap[i]
             if g1 > g0:

@@ -70,6 +70,32 @@ def read_lines(path: Path, on_bytes: OnBytes | None = None) -> Iterator[tuple[in
             raise BadInputError(f"{path}:{number + 1}: unreadable ({exc})") from None
 
 
+class _LineageCache:
+    """Label files repeat a few thousand lineages over millions of rows: parse each text once."""
+
+    def __init__(self, check: Callable[[str, str], None] | None = None) -> None:
+        self._seen: dict[str, tuple[str, ...]] = {}
+        self._check = check
+
+    def __call__(self, text: str, where: str) -> tuple[str, ...]:
+        lineage = self._seen.get(text)
+        if lineage is None:
+            if self._check is not None:
+                self._check(text, where)
+            lineage = self._seen[text] = parse_lineage(text, where=where)
+        return lineage
+
+
+def _not_taxids(text: str, where: str) -> None:
+    """``--tax-lineage 2`` writes taxids, which would pass for bare names."""
+    elements = [e.strip() for e in text.split(";") if e.strip()]
+    if elements and all(e.isdigit() for e in elements):
+        raise BadInputError(
+            f"{where}: the lineage is taxids ({text[:40]!r}); "
+            "run MMseqs2 with --tax-lineage 1 for names"
+        )
+
+
 def _looks_like_mmseqs2(fields: list[str]) -> bool:
     return len(fields) in (4, 5, 8, 9) and fields[1].strip().isdigit()
 
@@ -111,6 +137,7 @@ def parse_taxometer(path: Path | str, on_bytes: OnBytes | None = None) -> Iterat
             f"(or 'contigs<TAB>predictions<TAB>novel'), found {first[1][:80]!r}{hint}"
         )
     width = len(header)
+    lineage_of = _LineageCache()
     for number, text in lines:
         if not text.strip():
             continue
@@ -125,7 +152,7 @@ def parse_taxometer(path: Path | str, on_bytes: OnBytes | None = None) -> Iterat
         contig_id = fields[0].strip()
         if not contig_id:
             raise BadInputError(f"{where}: empty contig id")
-        lineage = parse_lineage(fields[1], where=where) if len(fields) > 1 else ()
+        lineage = lineage_of(fields[1], where) if len(fields) > 1 else ()
         novel = _parse_novel(fields[2], where) if len(fields) > 2 else None
         yield LabelRecord(contig_id, lineage, novel, number)
 
@@ -133,6 +160,7 @@ def parse_taxometer(path: Path | str, on_bytes: OnBytes | None = None) -> Iterat
 def parse_mmseqs2(path: Path | str, on_bytes: OnBytes | None = None) -> Iterator[LabelRecord]:
     """MMseqs2 ``taxonomy --tax-lineage 1`` output: no header, the lineage is the last column."""
     path = Path(path)
+    lineage_of = _LineageCache(check=_not_taxids)
     for number, text in read_lines(path, on_bytes):
         if not text.strip():
             continue
@@ -164,14 +192,7 @@ def parse_mmseqs2(path: Path | str, on_bytes: OnBytes | None = None) -> Iterator
         if taxid == 0:
             lineage: tuple[str, ...] = ()
         else:
-            if text_lineage.strip() and all(
-                e.strip().isdigit() for e in text_lineage.split(";") if e.strip()
-            ):
-                raise BadInputError(
-                    f"{where}: the lineage is taxids ({text_lineage[:40]!r}); "
-                    "run MMseqs2 with --tax-lineage 1 for names"
-                )
-            lineage = parse_lineage(text_lineage, where=where)
+            lineage = lineage_of(text_lineage, where)
         yield LabelRecord(contig_id, lineage, None, number)
 
 

@@ -280,3 +280,36 @@ def test_cli_table_json_and_plots(store, cli, tmp_path):
     missing = cli("evaluate", store.path, "nope", "--gold", "truth")
     assert missing.exit_code == 4 and missing.stderr.startswith("error: ")
     assert cli("evaluate", store.path, "kd", "--gold", "truth", "--threshold", "1").exit_code == 2
+
+
+def test_simulated_labels_agree_with_the_simulator(tmp_path, monkeypatch, cli):
+    """Through ingest and label import: evaluate's counts equal the simulator's own."""
+    from tdstore.ingest.core import ingest
+    from tdstore.labels import import_labels
+    from tdstore.simulate import FILES, simulate
+
+    monkeypatch.setenv("TDSTORE_QUIET", "1")
+    sim = tmp_path / "sim"
+    result = simulate(
+        sim, n_contigs=300, seed=5, n_species=12, genome_min=20_000, genome_max=40_000
+    )
+    store = tdstore.init(tmp_path / "sim.tdstore")
+    ingest(store, sim / FILES["fasta"], abundance=sim / FILES["abundance"], show_progress=False)
+    import_labels(store, "mmseqs", sim / FILES["mmseqs2"], format="mmseqs2")
+    import_labels(store, "gold", sim / FILES["gold"], format="taxometer")
+    table = evaluate(store, gold="gold", label_sets=["mmseqs"])
+    quality = result["summary"]["label_quality"]
+    for rank in ("genus", "species"):
+        for group in ("all", "known", "novel"):
+            expected = quality[rank][group]
+            if expected["contigs"] == 0:
+                continue
+            row = _row(table, "labels:mmseqs", group, rank)
+            assert row["n_gold"] == expected["contigs"]
+            assert (row["correct"], row["wrong"]) == (expected["correct"], expected["wrong"])
+            assert row["f1"] == pytest.approx(expected["f1"], abs=1e-4)
+    samples = {r["group"] for r in table.to_pylist() if r["group"].startswith("sample:")}
+    assert len(samples) == result["samples"]
+    out = cli("evaluate", store.path, "--labels", "mmseqs", "--gold", "gold")
+    assert out.exit_code == 0, out.stderr
+    assert "wrong species calls / novel contigs" in out.stdout

@@ -76,6 +76,7 @@ class Calibration:
     """Per rank and variant ('base' or 'teacher'): logistic coefficients, or None = raw."""
 
     coefs: dict[str, list[list[float] | None]] = field(default_factory=dict)
+    ceilings: dict[str, list[float]] = field(default_factory=dict)
     support: dict[str, list[dict[str, int]]] = field(default_factory=dict)
 
     def apply(self, signals: Signals) -> np.ndarray:
@@ -97,18 +98,29 @@ class Calibration:
                     sub.teacher[:, rank] = np.nan_to_num(sub.teacher[:, rank], nan=0.0)
                 z = _design(sub, rank, variant == "teacher") @ np.asarray(coef)
                 values = 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
+                ceiling = self.ceilings.get(variant, [1.0] * len(RANKS))[rank]
+                values = np.minimum(1.0, values / ceiling)
                 target = np.flatnonzero(rows)[present]
                 out[target, rank] = values[present]
         return monotone(out)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "logistic-per-rank", "coefs": self.coefs, "support": self.support}
+        return {
+            "method": "logistic-per-rank",
+            "coefs": self.coefs,
+            "ceilings": self.ceilings,
+            "support": self.support,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Calibration:
         if not data:
             return cls()
-        return cls(coefs=data.get("coefs", {}), support=data.get("support", {}))
+        return cls(
+            coefs=data.get("coefs", {}),
+            ceilings=data.get("ceilings", {}),
+            support=data.get("support", {}),
+        )
 
 
 def monotone(scores: np.ndarray) -> np.ndarray:
@@ -133,6 +145,19 @@ def agreement(chain_taxa: np.ndarray, label_ranks: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ceiling(z: np.ndarray, target: np.ndarray, top: float = 0.2) -> float:
+    """How often the label source agrees where the student is most surely right.
+
+    Even there labels are sometimes truncated or wrong; agreement then understates
+    correctness by that factor (label errors independent of the student's), so the
+    fitted probabilities are divided by it (at most 1). Taken over the top ``top``
+    share of held-out rows by fitted score.
+    """
+    n = max(MIN_ROWS, int(top * z.size))
+    best = np.argsort(-z, kind="stable")[:n]
+    return float(np.clip(target[best].mean(), 0.5, 1.0))
+
+
 def fit_calibration(
     signals: Signals, chain_taxa: np.ndarray, label_ranks: np.ndarray
 ) -> Calibration:
@@ -147,6 +172,7 @@ def fit_calibration(
             variants.append(("teacher", with_teacher))
     for variant, rows in variants:
         coefs: list[list[float] | None] = []
+        ceilings: list[float] = []
         support: list[dict[str, int]] = []
         for rank in range(len(RANKS)):
             use = rows & labelled & ~np.isnan(target[:, rank])
@@ -155,11 +181,16 @@ def fit_calibration(
             support.append({"rows": int(use.sum()), "agree": positives})
             if use.sum() < MIN_ROWS or positives == 0 or positives == use.sum():
                 coefs.append(None)
+                ceilings.append(1.0)
                 continue
             sub = signals.subset(np.flatnonzero(use))
             if sub.teacher is not None:
                 sub.teacher = np.nan_to_num(sub.teacher, nan=0.0)
-            coefs.append(_fit_logistic(_design(sub, rank, variant == "teacher"), y).tolist())
+            design = _design(sub, rank, variant == "teacher")
+            coef = _fit_logistic(design, y)
+            coefs.append(coef.tolist())
+            ceilings.append(_ceiling(design @ coef, y))
         calibration.coefs[variant] = coefs
+        calibration.ceilings[variant] = ceilings
         calibration.support[variant] = support
     return calibration

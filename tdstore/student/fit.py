@@ -48,7 +48,6 @@ class FitConfig:
     hidden: int = 512
     layers: int = 4
     dropout: float = 0.2
-    depth_weight: float = 1.0
     eta_min: float = 1e-6
 
     def resolved(self) -> dict[str, Any]:
@@ -142,7 +141,8 @@ def fit_student(
 ) -> FitResult:
     """Train a :class:`StudentNet` on rows ``x`` with label leaf ranges ``[lo, hi)``.
 
-    ``depth`` is each label's depth (0 = unclassified ... 7 = species) for the depth probe.
+    ``depth`` is each label's depth (0 = unclassified ... 7 = species), for the depth
+    probe fitted on the final hidden layer after training.
     Deterministic for a seed on CPU. Early stopping (``config.patience``) needs
     ``validation``; the best epoch's weights are returned.
     """
@@ -221,12 +221,12 @@ def _loop(
         tick = time.perf_counter()
         model.train()
         batches = _batches(x.shape[0], config.batch_size, generator)
-        sums = {"loss": 0.0, "depth_loss": 0.0}
+        loss_sum = 0.0
         seen = 0
         optimizer.zero_grad(set_to_none=True)
         for step, rows in enumerate(batches):
             rows = rows.to(device)
-            logits, depth_logits = model(x[rows])
+            logits, _ = model(x[rows])
             if embeddings is not None:
                 assert head is not None
                 loss = joint_loss(
@@ -248,9 +248,7 @@ def _loop(
                 )
             else:
                 loss = flat_softmax_nll(logits, lo[rows], hi[rows])
-            depth_loss = nn.functional.cross_entropy(depth_logits, depth[rows])
-            total = loss + config.depth_weight * depth_loss
-            (total / config.grad_accumulation).backward()
+            (loss / config.grad_accumulation).backward()
             last = step == len(batches) - 1
             if (step + 1) % config.grad_accumulation == 0 or last:
                 if config.clip_norm is not None:
@@ -259,16 +257,14 @@ def _loop(
                 optimizer.zero_grad(set_to_none=True)
                 if when == "step":
                     _safe_step(scheduler)
-            sums["loss"] += float(loss.detach()) * len(rows)
-            sums["depth_loss"] += float(depth_loss.detach()) * len(rows)
+            loss_sum += float(loss.detach()) * len(rows)
             seen += len(rows)
         if when == "epoch":
             scheduler.step()
         seconds = time.perf_counter() - tick
         record = {
             "epoch": epoch + 1,
-            "loss": sums["loss"] / max(1, seen),
-            "depth_loss": sums["depth_loss"] / max(1, seen),
+            "loss": loss_sum / max(1, seen),
             "lr": float(optimizer.param_groups[0]["lr"]),
             "seconds": seconds,
             "samples_per_s": seen / max(seconds, 1e-9),
@@ -302,8 +298,42 @@ def _loop(
     else:
         result.best_epoch = len(result.history)
     model.eval()
+    fit_depth_probe(model, x, depth, seed=config.seed)
     result.train_seconds = time.perf_counter() - started
     return result
+
+
+def fit_depth_probe(
+    model: StudentNet, x: torch.Tensor, depth: torch.Tensor, *, seed: int, max_rows: int = 50_000
+) -> None:
+    """Fit the depth probe on the trained body's last hidden layer (convex: L-BFGS).
+
+    Fitted after training, so it reads the final representation and costs the leaf
+    path nothing; at most ``max_rows`` random training rows are used.
+    """
+    generator = torch.Generator().manual_seed(seed + 1)
+    if x.shape[0] > max_rows:
+        pick = torch.randperm(x.shape[0], generator=generator)[:max_rows].to(x.device)
+        x, depth = x[pick], depth[pick]
+    model.eval()
+    with torch.no_grad():
+        hidden = torch.cat([model.body(x[i : i + 8192]) for i in range(0, x.shape[0], 8192)])
+    probe = model.depth
+    with torch.no_grad():
+        probe.weight.zero_()
+        probe.bias.zero_()
+    optimizer = torch.optim.LBFGS(
+        probe.parameters(), max_iter=100, history_size=10, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(probe(hidden), depth)
+        loss = loss + 1e-4 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
 
 
 def _safe_step(scheduler: Any) -> None:

@@ -1,0 +1,228 @@
+"""``tdstore train``, ``predict``, ``export`` and ``runs``: the student, from the store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+StorePath = Annotated[Path, typer.Argument(help="Store directory, e.g. gut.tdstore")]
+RunName = Annotated[str, typer.Argument(help="Run name (see `tdstore runs STORE`).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("predict")(predict)
+    app.command("export")(export)
+    app.command("runs")(runs)
+
+
+def train(
+    store: StorePath,
+    labels: Annotated[str, typer.Option("--labels", help="Label set to learn from.")],
+    soft_labels: Annotated[
+        str | None,
+        typer.Option("--soft-labels", help="Distil from these stored teacher soft labels."),
+    ] = None,
+    teacher_joint: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher-joint",
+            help="The paper's scheme: a linear head on these stored embeddings, trained jointly.",
+        ),
+    ] = None,
+    no_teacher: Annotated[
+        bool, typer.Option("--no-teacher", help="Plain Taxometer (the default without a teacher).")
+    ] = False,
+    subset: Annotated[
+        str | None, typer.Option("--subset", help="Train only on the rows of this saved subset.")
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option("--alpha", help="Weight of the hard (noisy label) term.")
+    ] = 0.5,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="Distillation temperature T.")
+    ] = 2.0,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch.")] = 1024,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the student.")] = 1e-3,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            "--schedule",
+            help="onecycle (default), cosine (the paper's; default for --teacher-joint) or constant.",
+        ),
+    ] = "onecycle",
+    patience: Annotated[
+        int,
+        typer.Option(
+            "--patience",
+            help="Stop after this many epochs without held-out improvement (0 = never).",
+        ),
+    ] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Run name (default: mode-labels[-teacher]).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    calibration_fraction: Annotated[
+        float,
+        typer.Option(
+            "--calibration-fraction",
+            help="Share of classified rows held out for early stopping and calibration.",
+        ),
+    ] = 0.1,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a finished run of the same name.")
+    ] = False,
+) -> None:
+    """Train a student (Taxometer's network) and predict every contig; publishes runs/NAME/."""
+    import tdstore
+    from tdstore.errors import UsageError
+    from tdstore.student.fit import FitConfig
+    from tdstore.student.train import TrainRequest, paper_fit_config
+    from tdstore.student.train import train as train_run
+
+    if no_teacher and (soft_labels or teacher_joint):
+        raise UsageError("--no-teacher cannot be combined with --soft-labels or --teacher-joint")
+    fit = FitConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule,
+        alpha=alpha,
+        temperature=temperature,
+        patience=patience or None,
+        seed=seed,
+        device=device,
+    )
+    if teacher_joint and schedule == "onecycle":
+        fit = paper_fit_config(fit)
+    request = TrainRequest(
+        labels=labels,
+        name=name,
+        soft_labels=soft_labels,
+        teacher_joint=teacher_joint,
+        subset=subset,
+        calibration_fraction=calibration_fraction,
+        fit=fit,
+    )
+    doc = train_run(tdstore.open(store), request, overwrite=overwrite, argv=sys.argv[1:])
+    timings = doc["timings"]
+    last = doc["history"][-1]
+    typer.echo(
+        f"run {doc['name']}: {doc['config']['mode']}, {doc['counts']['train_rows']:,} training rows"
+        f" ({doc['counts']['heldout_rows']:,} held out), {doc['counts']['leaves']:,} leaves"
+    )
+    typer.echo(
+        f"epochs {timings['epochs_run']} (best {doc['best_epoch']}"
+        f"{', stopped early' if doc['stopped_early'] else ''}), "
+        f"loss {last['loss']:.4f}"
+        + (f", held-out loss {last['val_loss']:.4f}" if "val_loss" in last else "")
+        + f", {timings['mean_samples_per_s']:,.0f} samples/s"
+    )
+    typer.echo(
+        f"train {timings['train_s']:.1f} s, predict {timings['predict_s']:.1f} s, "
+        f"total {timings['total_s']:.1f} s -> {Path(store) / 'runs' / doc['name']}"
+    )
+
+
+def predict(
+    store: StorePath,
+    run: RunName,
+    fasta: Annotated[
+        Path | None, typer.Option("--fasta", help="New contigs to predict (FASTA, plain or gz).")
+    ] = None,
+    abundance: Annotated[
+        Path | None,
+        typer.Option("--abundance", help="Abundance TSV of the new contigs (same samples)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Output for new contigs: .parquet, or .tsv (Taxometer)."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Recompute a run's predictions for the store, or predict new contigs with it."""
+    import tdstore
+    from tdstore.errors import UsageError
+    from tdstore.student.predict import predict_new, predict_store
+
+    opened = tdstore.open(store)
+    if fasta is None:
+        if abundance is not None or output is not None:
+            raise UsageError("--abundance and --output need --fasta")
+        path = predict_store(opened, run, device=device, progress=True)
+        typer.echo(f"predictions for {opened.n_contigs:,} contigs -> {path}")
+        return
+    if output is None:
+        raise UsageError("--fasta needs --output FILE (.parquet or .tsv)")
+    path = predict_new(opened, run, fasta, abundance, output, device=device)
+    typer.echo(f"predictions for the contigs of {fasta} -> {path}")
+
+
+def export(
+    store: StorePath,
+    run: RunName,
+    format: Annotated[str, typer.Option("--format", help="taxometer or cami.")],
+    output: Annotated[Path, typer.Option("--output", help="File to write.")],
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", help="Keep lineage nodes whose score is above this."),
+    ] = 0.5,
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="Threshold and print the raw (uncalibrated) probabilities."),
+    ] = False,
+) -> None:
+    """Write a run's predictions as Taxometer's TSV or a CAMI taxonomic binning file."""
+    import tdstore
+    from tdstore.export import export_run
+
+    result = export_run(tdstore.open(store), run, format, output, threshold=threshold, raw=raw)
+    typer.echo(
+        f"{result['format']}: {result['contigs']:,} contigs, {result['called']:,} with a call "
+        f"above {threshold} -> {result['path']}"
+    )
+
+
+def runs(
+    store: StorePath,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the store's runs with their settings and (after `tdstore evaluate`) metrics."""
+    import tdstore
+    from tdstore.student import runs as registry
+
+    opened = tdstore.open(store)
+    summaries = {name: registry.describe(opened, name) for name in registry.list_names(opened)}
+    if as_json:
+        typer.echo(json.dumps(summaries, indent=2, default=str))
+        return
+    if not summaries:
+        typer.echo("no runs yet: `tdstore train STORE --labels NAME`")
+        return
+    header = ["run", "status", "mode", "labels", "teacher", "subset", "epochs", "train_s"]
+    metric_keys = sorted({k for s in summaries.values() for k in s if k.startswith("f1_")})
+    ranks = [k for k in (f"f1_{r}" for r in _ranks()) if k in metric_keys]
+    extra = [
+        k
+        for k in ("known_species_f1", "novel_species_wrong")
+        if any(k in s for s in summaries.values())
+    ]
+    typer.echo("\t".join(header + ranks + extra))
+    for run_name, summary in summaries.items():
+        cells = [run_name] + [
+            str(summary.get(k) if summary.get(k) is not None else "-") for k in header[1:]
+        ]
+        cells += [str(summary.get(k, "-")) for k in ranks + extra]
+        typer.echo("\t".join(cells))
+
+
+def _ranks() -> tuple[str, ...]:
+    from tdstore.taxonomy import RANKS
+
+    return RANKS

@@ -1,0 +1,148 @@
+"""Export a run's predictions: Taxometer's result TSV, or a CAMI bioboxes taxonomic binning file.
+
+Taxometer (vamb 5.0.4 ``PredictedTaxonomy.write_as_tsv``) writes the header
+``contigs\\tpredictions\\tscores``, then per contig the ``;``-joined names of the nodes
+above the threshold and their scores as ``str(round(float32, 5))`` joined by ``;``;
+a contig with no call keeps its line with two empty fields::
+
+    export_run(store, "kd-a05", "taxometer", "result_taxometer.tsv", threshold=0.5)
+    export_run(store, "kd-a05", "cami", "kd-a05.binning")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from tdstore.atomic import atomic_path
+from tdstore.errors import UsageError
+from tdstore.store import Store
+from tdstore.taxonomy import RANKS, Taxonomy
+
+TAXOMETER_HEADER = "contigs\tpredictions\tscores"
+CAMI_VERSION = "0.9.1"
+FORMATS = ("taxometer", "cami")
+
+
+def taxometer_score(value: float) -> str:
+    """Taxometer's formatting: clipped to [0, 1], ``str(round(numpy.float32, 5))``."""
+    return str(round(np.float32(min(max(float(value), 0.0), 1.0)), 5))
+
+
+def called_lineages(
+    table: pa.Table, *, threshold: float, raw: bool = False
+) -> Iterator[tuple[str, list[int], list[float]]]:
+    """(contig id, called taxon ids, their scores): the chain prefix with score > threshold."""
+    column = "raw_scores" if raw else "lineage_scores"
+    ids = table.column("contig_id").to_pylist()
+    lineages = table.column("lineage_ids").to_pylist()
+    scores = table.column(column).to_pylist()
+    for contig, lineage, score in zip(ids, lineages, scores, strict=True):
+        taxa: list[int] = []
+        kept: list[float] = []
+        for taxon, value in zip(lineage or [], score or [], strict=True):
+            # Taxometer keeps every node above the threshold; along a chain whose scores
+            # never increase that is a prefix, so stop at the first node that fails.
+            if value is None or not value > threshold:
+                break
+            taxa.append(taxon)
+            kept.append(value)
+        yield contig, taxa, kept
+
+
+def taxometer_lines(
+    table: pa.Table, taxonomy: Taxonomy, *, threshold: float = 0.5, raw: bool = False
+) -> list[str]:
+    lines = [TAXOMETER_HEADER + "\n"]
+    for contig, taxa, scores in called_lineages(table, threshold=threshold, raw=raw):
+        names = ";".join(taxonomy.names[t] for t in taxa)
+        values = ";".join(taxometer_score(v) for v in scores)
+        lines.append(f"{contig}\t{names}\t{values}\n")
+    return lines
+
+
+def cami_lines(
+    table: pa.Table,
+    taxonomy: Taxonomy,
+    samples: dict[str, str | None],
+    *,
+    threshold: float = 0.5,
+    default_sample: str = "tdstore",
+    raw: bool = False,
+) -> list[str]:
+    """CAMI taxonomic binning: one section per sample; TAXID is the tdstore taxon name.
+
+    There are no NCBI taxids in a tdstore store, so TAXID holds the GTDB-style name of
+    the deepest called node (``s__Escherichia coli``); ``_RANK`` and ``_LINEAGE`` are
+    extra columns (bioboxes allows ``_``-prefixed ones). Contigs with no call at the
+    threshold are left out (unassigned), as CAMI tools expect.
+    """
+    by_sample: dict[str, list[str]] = {}
+    for contig, taxa, _ in called_lineages(table, threshold=threshold, raw=raw):
+        if not taxa:
+            continue
+        sample = samples.get(contig) or default_sample
+        deepest = taxa[-1]
+        lineage = ";".join(taxonomy.names[t] for t in taxa)
+        rank = RANKS[len(taxa) - 1]
+        by_sample.setdefault(sample, []).append(
+            f"{contig}\t{taxonomy.names[deepest]}\t{rank}\t{lineage}\n"
+        )
+    if not by_sample:
+        by_sample[default_sample] = []
+    lines = [
+        "# CAMI taxonomic binning written by tdstore; TAXID = tdstore taxon name (no NCBI ids)\n"
+    ]
+    for sample, rows in by_sample.items():
+        lines += [
+            f"@Version:{CAMI_VERSION}\n",
+            f"@SampleID:{sample}\n",
+            "\n",
+            "@@SEQUENCEID\tTAXID\t_RANK\t_LINEAGE\n",
+        ]
+        lines += rows
+        lines.append("\n")
+    return lines
+
+
+def export_run(
+    store: Store,
+    run: str,
+    format: str,
+    output: Path | str,
+    *,
+    threshold: float = 0.5,
+    raw: bool = False,
+) -> dict[str, int | str]:
+    """Write a run's predictions in ``format``; returns counts for the CLI to report."""
+    from tdstore.student.runs import load_predictions
+
+    if format not in FORMATS:
+        raise UsageError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    if not 0.0 <= threshold < 1.0:
+        raise UsageError(f"--threshold must be in [0, 1), not {threshold}")
+    table, _ = load_predictions(store, run)
+    table = table.sort_by("row")
+    taxonomy = store.taxonomy()
+    if format == "taxometer":
+        lines = taxometer_lines(table, taxonomy, threshold=threshold, raw=raw)
+    else:
+        contigs = store.contigs(columns=["contig_id", "sample", "kept"])
+        samples = dict(
+            zip(
+                contigs.column("contig_id").to_pylist(),
+                contigs.column("sample").to_pylist(),
+                strict=True,
+            )
+        )
+        lines = cami_lines(
+            table, taxonomy, samples, threshold=threshold, default_sample=store.path.stem, raw=raw
+        )
+    output = Path(output)
+    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.writelines(lines)
+    called = sum(1 for _, taxa, _ in called_lineages(table, threshold=threshold, raw=raw) if taxa)
+    return {"path": str(output), "contigs": table.num_rows, "called": called, "format": format}

@@ -1,0 +1,313 @@
+"""``tdstore train``: one student run, from the store into ``runs/<name>/``.
+
+Loads the training rows once, holds out a share of the classified ones (early
+stopping and calibration), trains, calibrates, predicts every contig, and publishes
+the run directory with one rename::
+
+    request = TrainRequest(labels="mmseqs", soft_labels="kmer4.mmseqs", name="kd")
+    doc = train(tdstore.open("sim.tdstore"), request)      # run.json as a dict
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from tdstore import __version__
+from tdstore.atomic import atomic_path, write_json_atomic
+from tdstore.errors import ConflictError, UsageError
+from tdstore.schemas import declarations as S
+from tdstore.store import Store, validate_name
+from tdstore.student import runs
+from tdstore.student.fit import SCHEDULES, FitConfig
+
+MODES = ("plain", "soft", "joint")
+
+
+@dataclass
+class TrainRequest:
+    labels: str
+    name: str | None = None
+    soft_labels: str | None = None
+    teacher_joint: str | None = None
+    subset: str | None = None
+    calibration_fraction: float = 0.1
+    fit: FitConfig = field(default_factory=FitConfig)
+
+    @property
+    def mode(self) -> str:
+        if self.soft_labels and self.teacher_joint:
+            raise UsageError("choose one of --soft-labels and --teacher-joint")
+        return "soft" if self.soft_labels else "joint" if self.teacher_joint else "plain"
+
+    def run_name(self) -> str:
+        if self.name:
+            return validate_name(self.name, "run")
+        teacher = self.soft_labels or self.teacher_joint
+        parts = [self.mode, self.labels] + ([teacher] if teacher else [])
+        parts += [self.subset] if self.subset else []
+        return validate_name("-".join(parts)[:128], "run")
+
+
+def paper_fit_config(base: FitConfig | None = None) -> FitConfig:
+    """The TaxDistill authors' optimisation for --teacher-joint (REFERENCE.md)."""
+    base = base or FitConfig()
+    return replace(
+        base,
+        schedule="cosine",
+        weight_decay=1e-4,
+        head_lr=1e-4,
+        grad_accumulation=8,
+        clip_norm=1.0,
+        eta_min=1e-6,
+        patience=None,
+    )
+
+
+def _check(request: TrainRequest) -> None:
+    fit = request.fit
+    if not 0.0 <= request.calibration_fraction < 0.9:
+        raise UsageError("--calibration-fraction must be in [0, 0.9)")
+    if not 0.0 <= fit.alpha <= 1.0:
+        raise UsageError("--alpha must be in [0, 1]")
+    if fit.temperature <= 0:
+        raise UsageError("--temperature must be positive")
+    if fit.epochs < 1 or fit.batch_size < 2 or fit.lr <= 0:
+        raise UsageError("--epochs >= 1, --batch-size >= 2 and --lr > 0 are required")
+    if fit.schedule not in SCHEDULES:
+        raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}")
+    if fit.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available")
+
+
+def versions() -> dict[str, str]:
+    import pyarrow
+    import torch
+
+    return {
+        "tdstore": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pyarrow": pyarrow.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def split_heldout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out rows: a random share of the CLASSIFIED rows only."""
+    held = np.zeros(labels.shape[0], dtype=bool)
+    classified = np.flatnonzero(labels > 0)
+    n = int(round(fraction * classified.size))
+    if n == 0 or classified.size - n < 2:
+        return held
+    rng = np.random.default_rng(seed + 7919)
+    held[rng.choice(classified, size=n, replace=False)] = True
+    return held
+
+
+def train(
+    store: Store,
+    request: TrainRequest,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    """Train, calibrate, predict and publish one run; returns its run.json."""
+    request.mode  # noqa: B018 - raises on conflicting teacher options
+    name = request.run_name()
+    if request.mode == "joint" and request.fit.schedule == "onecycle":
+        request = replace(request, fit=paper_fit_config(request.fit))
+    _check(request)
+    target = runs.run_dir(store, name)
+    store.refhash  # noqa: B018 - a clear error before any work if not ingested
+    with store.lock(f"run-{name}"):
+        if (target / runs.RUN_FILE).exists() and not overwrite:
+            raise ConflictError(
+                f"{store.path}: run {name!r} exists; pass --overwrite to replace it"
+            )
+        with atomic_path(target) as tmp:
+            tmp.mkdir(parents=True)
+            doc = _train_into(store, request, name, tmp, progress=progress, argv=argv)
+    return doc
+
+
+def _train_into(
+    store: Store,
+    request: TrainRequest,
+    name: str,
+    folder: Any,
+    *,
+    progress: bool,
+    argv: list[str] | None,
+) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import save_file
+
+    from tdstore.progress import Progress
+    from tdstore.student.data import load_training_inputs
+    from tdstore.student.fit import Validation, fit_student
+    from tdstore.student.predict import (
+        LoadedRun,
+        store_prediction_table,
+        weights_to_tensors,
+        write_predictions,
+    )
+
+    started = time.perf_counter()
+    fit = request.fit
+    doc: dict[str, Any] = {
+        "name": name,
+        "status": "running",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "refhash": store.refhash,
+        "argv": argv,
+        "seed": fit.seed,
+        "config": {
+            "mode": request.mode,
+            "labels": request.labels,
+            "soft_labels": request.soft_labels,
+            "teacher_joint": request.teacher_joint,
+            "subset": request.subset,
+            "calibration_fraction": request.calibration_fraction,
+            "fit": fit.resolved(),
+        },
+        "versions": versions(),
+    }
+    write_json_atomic(folder / runs.RUN_FILE, S.RUN.stamp(doc))
+    inputs = load_training_inputs(
+        store,
+        request.labels,
+        subset=request.subset,
+        soft_labels=request.soft_labels,
+        embeddings=request.teacher_joint,
+        progress=progress,
+    )
+    loaded_s = time.perf_counter() - started
+    hierarchy = inputs.hierarchy
+    held = split_heldout(inputs.labels, request.calibration_fraction, fit.seed)
+    train_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
+    lo, hi = hierarchy.label_ranges(inputs.labels)
+    depth = np.array([inputs.taxonomy.depth(int(t)) for t in inputs.labels], dtype=np.int64)
+
+    def tensor(values: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(values[rows]))
+
+    validation = None
+    if held_rows.size:
+        validation = Validation(
+            tensor(inputs.x, held_rows), tensor(lo, held_rows), tensor(hi, held_rows)
+        )
+    teacher = inputs.teacher.take(train_rows).tensors() if inputs.teacher is not None else None
+    embeddings = tensor(inputs.embeddings, train_rows) if inputs.embeddings is not None else None
+
+    bar = Progress(f"train {name}", total=fit.epochs, unit="epochs", enabled=progress)
+    last: dict[str, float] = {}
+    bar.status = lambda: ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
+
+    def on_epoch(record: dict[str, float]) -> None:
+        last.clear()
+        last.update({k: record[k] for k in ("loss", "val_loss", "samples_per_s") if k in record})
+        bar.advance(1)
+
+    with bar:
+        result = fit_student(
+            tensor(inputs.x, train_rows),
+            tensor(lo, train_rows),
+            tensor(hi, train_rows),
+            tensor(depth, train_rows),
+            hierarchy.n_leaves,
+            fit,
+            teacher=teacher,
+            embeddings=embeddings,
+            validation=validation,
+            on_epoch=on_epoch,
+        )
+    trained_s = time.perf_counter() - started - loaded_s
+
+    calibration = _calibrate(result.model, inputs, held_rows, fit.device)
+    calibrated_s = time.perf_counter() - started - loaded_s - trained_s
+    save_file(
+        weights_to_tensors(result.model, result.head, hierarchy), str(folder / runs.WEIGHTS_FILE)
+    )
+    doc.update(
+        network={
+            "n_inputs": int(inputs.x.shape[1]),
+            "n_leaves": hierarchy.n_leaves,
+            "hidden": fit.hidden,
+            "layers": fit.layers,
+            "dropout": fit.dropout,
+        },
+        samples=store.samples,
+        normalisation=inputs.normalisation.to_dict(),
+        counts={
+            "train_rows": int(train_rows.size),
+            "heldout_rows": int(held_rows.size),
+            "classified_train_rows": int((inputs.labels[train_rows] > 0).sum()),
+            "leaves": hierarchy.n_leaves,
+            "nodes": int(len(hierarchy.node_ids)),
+        },
+        history=result.history,
+        best_epoch=result.best_epoch,
+        stopped_early=result.stopped_early,
+        calibration=calibration.to_dict(),
+    )
+    loaded = LoadedRun(name, doc, result.model, hierarchy, calibration, inputs.normalisation)
+    table = store_prediction_table(store, loaded, device=fit.device, progress=progress)
+    write_predictions(store, folder, table, name)
+    predicted_s = time.perf_counter() - started - loaded_s - trained_s - calibrated_s
+    doc.update(
+        status=runs.FINISHED,
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        timings={
+            "load_s": loaded_s,
+            "train_s": trained_s,
+            "calibrate_s": calibrated_s,
+            "predict_s": predicted_s,
+            "total_s": time.perf_counter() - started,
+            "epochs_run": len(result.history),
+            "mean_samples_per_s": float(
+                np.mean([r["samples_per_s"] for r in result.history]) if result.history else 0.0
+            ),
+        },
+    )
+    write_json_atomic(folder / runs.RUN_FILE, S.RUN.stamp(doc))
+    return S.RUN.stamp(doc)
+
+
+def _calibrate(model: Any, inputs: Any, held_rows: np.ndarray, device: str) -> Any:
+    """Per-rank calibration on the held-out rows (raw scores kept if there are none)."""
+    from tdstore.student.calibrate import Calibration, Signals, fit_calibration
+    from tdstore.student.chains import chain_scores, infer, taxon_matrix, teacher_node_probs
+
+    if held_rows.size == 0:
+        return Calibration()
+    x = inputs.x[held_rows]
+    parts = []
+    for start, probs, depth in infer(model, x, device=device):
+        chain, raw = chain_scores(inputs.hierarchy, probs)
+        signals = Signals(raw=raw, depth=np.where(chain >= 0, depth, np.nan))
+        if inputs.teacher is not None:
+            part = inputs.teacher.take(held_rows[start : start + probs.shape[0]])
+            signals.teacher = teacher_node_probs(
+                inputs.hierarchy, chain, part.index, part.prob, part.rest, part.present
+            )
+        parts.append((taxon_matrix(inputs.hierarchy, chain), signals))
+    taxa = np.concatenate([p[0] for p in parts])
+    signals = Signals(
+        raw=np.concatenate([p[1].raw for p in parts]),
+        depth=np.concatenate([p[1].depth for p in parts]),
+        teacher=None if inputs.teacher is None else np.concatenate([p[1].teacher for p in parts]),
+    )
+    label_ranks = inputs.taxonomy.rank_matrix(inputs.labels[held_rows])
+    return fit_calibration(signals, taxa, label_ranks)

@@ -100,6 +100,8 @@ def test_fasta_reader_good(tmp_path, contigs, name, crlf):
         (b">a\nACGT\n>b\n>c\nAC\n", r"record 2 \('b'\): empty sequence"),
         (b">a\nACGT\n> \nAC\n", "record 2: empty FASTA header"),
         (b">a\nAC-GT\n", r"record 1 \('a'\): character '-'"),
+        (">a\nACGT\n>b\nACG\u00e9\n".encode(), r"record 2 \('b'\): binary data or non-ASCII"),
+        (gzip.compress(b">a\nACGT\n" * 50)[:30], "not a FASTA file or damaged"),
     ],
 )
 def test_fasta_reader_bad(tmp_path, content, message):

@@ -10,9 +10,12 @@ directory inside the store and publishes it with one directory rename::
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from tdstore.errors import BadInputError, ConflictError, UsageError
 from tdstore.features import tnf as tnf_mod
 from tdstore.features.normalise import NormalisationStats
 from tdstore.ingest.abundance import AbundanceTable, read_abundance
-from tdstore.ingest.fasta import FastaBatch, HashingReader, read_fasta_batches, sample_of
+from tdstore.ingest.fasta import FastaBatch, file_md5, read_fasta_batches, sample_of
 from tdstore.progress import Progress
 from tdstore.schemas import declarations as S
 from tdstore.store import CORE_DIR, Store, refhash_of
@@ -113,6 +116,66 @@ def _publish(staging: Path, target: Path) -> None:
     else:
         os.replace(staging, target)
     _fsync_dir(target.parent)
+
+
+class _Background:
+    """Worker threads for one ingest: a prefetching batch producer and side jobs.
+
+    On exit (normal or not) the workers are told to stop and are joined, so an error
+    in the consumer never leaves a thread blocked on a full queue.
+    """
+
+    _DONE = object()
+
+    def __init__(self, depth: int = 2):
+        self.stop = threading.Event()
+        self.depth = depth
+        self._threads: list[threading.Thread] = []
+        self._pool: Any = None
+
+    def __enter__(self) -> _Background:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tdstore-ingest")
+        return self
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        return self._pool.submit(fn, *args)
+
+    def prefetch(self, iterator: Iterator[Any]) -> Iterator[Any]:
+        items: queue.Queue[Any] = queue.Queue(maxsize=self.depth)
+
+        def produce() -> None:
+            try:
+                for item in iterator:
+                    while not self.stop.is_set():
+                        try:
+                            items.put((item, None), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if self.stop.is_set():
+                        return
+                items.put((self._DONE, None))
+            except BaseException as exc:  # forwarded to the consumer
+                items.put((self._DONE, exc))
+
+        thread = threading.Thread(target=produce, name="tdstore-ingest-read", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        while True:
+            item, error = items.get()
+            if error is not None:
+                raise error
+            if item is self._DONE:
+                return
+            yield item
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._pool.shutdown(wait=True)
 
 
 class _ChunkedAppender:
@@ -209,16 +272,19 @@ def _write_core(
     n_filtered = n_filtered_with_row = 0
     n_bases = 0
     samples_seen: set[str] = set()
-    hasher = HashingReader(open(fasta, "rb")) if fasta.is_file() else None  # noqa: SIM115
     total = fasta.stat().st_size if fasta.is_file() and not _compressed(fasta) else None
 
     contig_path = staging / "contigs.parquet"
     with (
+        _Background() as background,
         Progress("ingest", total=total, unit="bp", enabled=show_progress) as bar,
         TableWriter(contig_path, S.CONTIGS, metadata={"min_length": min_length}) as contigs_out,
         TableWriter(staging / "sequences.parquet", S.SEQUENCES) as seqs_out,
     ):
-        for batch in read_fasta_batches(fasta, hasher=hasher):
+        # Parsing and counting run one batch ahead of the writers (numpy, zstd and
+        # hashlib release the GIL, so two cores overlap); the input's md5 on the side.
+        fasta_md5 = background.submit(file_md5, fasta, background.stop) if fasta.is_file() else None
+        for batch in background.prefetch(read_fasta_batches(fasta)):
             lengths = batch.lengths
             kept = lengths >= min_length
             kept_idx = np.flatnonzero(kept)
@@ -293,7 +359,7 @@ def _write_core(
         "fasta": {
             "path": str(fasta.resolve()),
             "size": fasta.stat().st_size,
-            "md5": hasher.md5.hexdigest() if hasher else None,
+            "md5": fasta_md5.result() if fasta_md5 else None,
         }
     }
     if table is not None:

@@ -21,7 +21,7 @@ NCBI_RANKS = ["superkingdom", "phylum", "class", "order", "family", "genus", "sp
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("sim")
-    return simulate(out, n_contigs=800, seed=7, genome_max=200_000)
+    return simulate(out, n_contigs=800, seed=7, genome_max=120_000)
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -42,9 +42,9 @@ def _records(sim: dict) -> list[tuple[str, str]]:
 
 
 def test_same_seed_same_bytes_other_seed_differs(sim: dict, tmp_path: Path) -> None:
-    again = simulate(tmp_path / "a", n_contigs=800, seed=7, genome_max=200_000)
+    again = simulate(tmp_path / "a", n_contigs=800, seed=7, genome_max=120_000)
     assert _digest(Path(sim["summary_path"]).parent) == _digest(Path(again["summary_path"]).parent)
-    simulate(tmp_path / "b", n_contigs=800, seed=8, genome_max=200_000)
+    simulate(tmp_path / "b", n_contigs=800, seed=8, genome_max=120_000)
     a, b = _digest(tmp_path / "a"), _digest(tmp_path / "b")
     assert a.keys() == b.keys()
     assert a["contigs.fna.gz"] != b["contigs.fna.gz"]
@@ -53,7 +53,7 @@ def test_same_seed_same_bytes_other_seed_differs(sim: dict, tmp_path: Path) -> N
 
 def test_label_noise_does_not_change_sequences(sim: dict, tmp_path: Path) -> None:
     noisier = simulate(
-        tmp_path, n_contigs=800, seed=7, genome_max=200_000, noise=LabelNoise(novel_wrong=0.9)
+        tmp_path, n_contigs=800, seed=7, genome_max=120_000, noise=LabelNoise(novel_wrong=0.9)
     )
     assert (
         _digest(tmp_path)["contigs.fna.gz"]

@@ -30,25 +30,38 @@ _GC_DIRECTION = np.array([-1.0, 1.0, 1.0, -1.0])  # A, C, G, T
 _BLOCK_MEAN = 8000
 
 
-def _contexts(seq: np.ndarray) -> np.ndarray:
-    """Order-3 context (previous three bases) of every position; the first three get 0."""
-    ctx = np.zeros(len(seq), dtype=np.int64)
-    s = seq.astype(np.int64)
-    ctx[ORDER:] = 16 * s[:-3] + 4 * s[1:-2] + s[2:-1]
-    return ctx
+def _positions(length: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions, each chosen with probability ``rate`` (geometric gaps: fast)."""
+    if rate >= 1.0:
+        return np.arange(length)
+    expected = length * rate
+    gaps = rng.geometric(rate, size=int(expected + 6 * np.sqrt(expected) + 16))
+    positions = np.cumsum(gaps) - 1
+    while positions[-1] < length - 1:  # rare: draw more gaps
+        more = np.cumsum(rng.geometric(rate, size=int(16 + 0.1 * expected))) + positions[-1]
+        positions = np.concatenate([positions, more])
+    return positions[positions < length]
 
 
 def _redraw(
     seq: np.ndarray, logits: np.ndarray, rate: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Copy ``seq`` with a fraction ``rate`` of positions redrawn from the Markov chain."""
+    """Copy ``seq`` with a fraction ``rate`` of positions redrawn from the Markov chain.
+
+    A redrawn base depends on the previous three bases of the parent sequence (its
+    order-3 context); the first three positions use context 0.
+    """
     child = seq.copy()
-    positions = np.flatnonzero(rng.random(len(seq)) < rate)
+    positions = _positions(len(seq), rate, rng)
     if len(positions) == 0:
         return child
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     cdf = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)[:, :3]
-    ctx = _contexts(seq)[positions]
+    inner = positions[positions >= ORDER]
+    ctx = np.zeros(len(positions), dtype=np.intp)
+    ctx[len(positions) - len(inner) :] = (
+        16 * seq[inner - 3].astype(np.intp) + 4 * seq[inner - 2] + seq[inner - 1]
+    )
     u = rng.random(len(positions))
     child[positions] = (u[:, None] >= cdf[ctx]).sum(axis=1).astype(np.uint8)
     return child

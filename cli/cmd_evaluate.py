@@ -54,7 +54,7 @@ def evaluate(
         payload = {
             "gold": gold,
             "threshold": threshold,
-            "metrics": [{k: _json_number(v) for k, v in row.items()} for row in rows],
+            "metrics": [{k: _json_number(k, v) for k, v in row.items()} for row in rows],
             "novel_wrong_species": novel,
             "saved": [str(p) for p in report.saved],
             "plots": [str(p) for p in report.plots],
@@ -67,8 +67,11 @@ def evaluate(
         typer.echo(f"plot: {path}  (numbers: {path.with_suffix('.tsv')})")
 
 
-def _json_number(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
+def _json_number(key: str, value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    # The threshold is stored as float32: print 0.8, not 0.800000011920929.
+    return round(value, 6) if key == "threshold" else value
 
 
 def _fmt(value: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,8 +13,11 @@ from tdstore.errors import BadInputError
 from tdstore.ingest.labels import parse_mmseqs2, parse_taxometer
 from tdstore.taxonomy import RANK_LETTERS, RANKS, Hierarchy, Taxonomy, parse_lineage
 
+# TDSTORE_HYPOTHESIS_EXAMPLES=2000 for a deeper search than the default suite's.
 SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("TDSTORE_HYPOTHESIS_EXAMPLES", 60)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 # Names as tools write them: letters, digits, spaces, dots and dashes (GTDB adds _A suffixes).
@@ -184,3 +189,32 @@ def test_mmseqs2_file_round_trip(tmp_path_factory, records, word, protein):
     file.write_text("\n".join(rows) + "\n")
     parsed = list(parse_mmseqs2(file))
     assert [r.lineage for r in parsed] == [lineage_of(p, word) for p, _ in records]
+
+
+LINE = st.lists(
+    st.sampled_from(["contigs", "predictions", "a", "d__A", "p_B", ";", "\t", "0", "@@", "#", " "]),
+    max_size=8,
+).map("".join)
+
+
+@SETTINGS
+@given(
+    lines=st.lists(LINE, max_size=6),
+    junk=st.binary(max_size=20),
+    format=st.sampled_from(["taxometer", "mmseqs2", "cami"]),
+)
+def test_parsers_fail_only_with_bad_input_errors(tmp_path_factory, lines, junk, format):
+    """Whatever the bytes, a parser yields records or raises one BadInputError naming the file."""
+    from tdstore.ingest.labels import read_labels
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "nodes.dmp").write_text("1\t|\t1\t|\tno rank\t|\n2\t|\t1\t|\tsuperkingdom\t|\n")
+    (folder / "names.dmp").write_text("2\t|\tBacteria\t|\t\t|\tscientific name\t|\n")
+    path = folder / "in.tsv"
+    path.write_bytes("\n".join(lines).encode() + junk)
+    try:
+        records = list(read_labels(path, format, taxdump=folder if format == "cami" else None))
+    except BadInputError as exc:
+        assert str(exc).startswith(str(path))
+        return
+    assert records and all(r.contig_id for r in records)

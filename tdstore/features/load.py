@@ -10,6 +10,7 @@ is read once, consecutive chunks in one slice, and the wanted rows are taken out
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -120,14 +121,25 @@ def load_features(
     chunk = int(tnf.chunks[0])
     step = chunk * max(1, block_bytes // (chunk * tnf.shape[1] * tnf.dtype.itemsize))
     edges = np.searchsorted(rows, np.arange(0, store.n_contigs + step, step))
-    with Progress("load features", total=rows.size, unit="rows", enabled=progress) as bar:
-        for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
-            if a == b:
-                continue
-            part = rows[a:b]
-            out[a:b] = stats.transform(
-                read_rows(tnf, part, block_bytes=block_bytes),
-                read_rows(abundance, part, block_bytes=block_bytes),
-            )
+    blocks = [(a, b) for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True) if b > a]
+
+    def read(block: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        part = rows[block[0] : block[1]]
+        return (
+            read_rows(tnf, part, block_bytes=block_bytes),
+            read_rows(abundance, part, block_bytes=block_bytes),
+        )
+
+    # Read the next block (decompression releases the GIL) while normalising this one.
+    with (
+        Progress("load features", total=rows.size, unit="rows", enabled=progress) as bar,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        pending = pool.submit(read, blocks[0]) if blocks else None
+        for i, (a, b) in enumerate(blocks):
+            assert pending is not None
+            tnf_rows, abundance_rows = pending.result()
+            pending = pool.submit(read, blocks[i + 1]) if i + 1 < len(blocks) else None
+            out[a:b] = stats.transform(tnf_rows, abundance_rows)
             bar.advance(b - a)
     return out

@@ -1,0 +1,215 @@
+"""Benchmark ``tdstore sql`` selections and subset feature loading on a synthetic store.
+
+Times the README's four queries (target < 0.3 s each), a saved subset, and
+``load_features`` for 10% and 50% random subsets against the raw sequential read rate of
+the same arrays, measured in the same run (target >= 50%)::
+
+    python benchmarks/sql.py --contigs 10000000          # store kept in /tmp for reruns
+    python benchmarks/sql.py --contigs 1000000 --repeat 5
+
+Not part of CI. The store is written directly (benchmarks/synthetic_store.py), no FASTA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_store import make_synthetic_store  # noqa: E402
+
+QUERIES: dict[str, str] = {
+    "confident genus-level soft labels in one sample": """
+SELECT s.contig_id, s.genus, s.lineage_probs[rank_depth('genus')] AS p_genus
+FROM soft_labels s JOIN contigs c USING (row)
+WHERE s.soft_label_set = 'teacher' AND c.sample = 'S3'
+  AND s.lineage_probs[rank_depth('genus')] >= 0.95
+ORDER BY p_genus DESC""",
+    "teacher vs MMseqs2 disagreement at family": """
+SELECT l.contig_id, l.family AS mmseqs_family, s.family AS teacher_family, s.confidence
+FROM labels l JOIN soft_labels s USING (row)
+WHERE l.label_set = 'mmseqs' AND s.soft_label_set = 'teacher'
+  AND l.family <> s.family
+ORDER BY s.confidence DESC""",
+    "per-rank agreement of two label sets": """
+SELECT rank, count(*) AS both_labelled, round(avg((a = b)::INT), 4) AS agreement
+FROM (
+  SELECT unnest(['domain', 'phylum', 'class', 'order', 'family', 'genus', 'species']) AS rank,
+         unnest([a.domain, a.phylum, a.class, a."order", a.family, a.genus, a.species]) AS a,
+         unnest([b.domain, b.phylum, b.class, b."order", b.family, b.genus, b.species]) AS b
+  FROM labels a JOIN labels b USING (row)
+  WHERE a.label_set = 'mmseqs' AND b.label_set = 'metabuli'
+)
+WHERE a IS NOT NULL AND b IS NOT NULL
+GROUP BY rank ORDER BY rank_depth(rank)""",
+    "runs by species F1": """
+SELECT r.name, r.alpha, r.temperature, m.precision, m.recall, m.f1
+FROM runs r JOIN metrics m ON m.source = r.name
+WHERE m.rank = 'species' AND m."group" = 'all'
+ORDER BY m.f1 DESC""",
+}
+SUBSET_WHERE = "genus IN ('g__Genus1', 'g__Genus2', 'g__Genus3') AND length >= 3000"
+
+
+def _timed(fn, repeat: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def bench_queries(store, repeat: int) -> list[dict]:
+    from tdstore import sql as tsql
+
+    start = time.perf_counter()
+    con = tsql.connect(store)
+    out = [{"what": "connect (build all views)", "seconds": [time.perf_counter() - start]}]
+    for name, query in QUERIES.items():
+        times, table = _timed(lambda q=query: tsql.execute(con, q), repeat)
+        out.append({"what": name, "seconds": times, "rows": table.num_rows})
+    con.close()
+    return out
+
+
+def bench_subset(store) -> dict:
+    from tdstore import subsets
+
+    start = time.perf_counter()
+    result = subsets.create(store, "bench", where=SUBSET_WHERE, labels="mmseqs", overwrite=True)
+    create = time.perf_counter() - start
+    start = time.perf_counter()
+    subsets.load_rows(store, "bench")
+    load = time.perf_counter() - start
+    return {"create_s": create, "load_rows_s": load, "rows": int(result["n_rows"])}
+
+
+def raw_read(arrays, block_bytes: int) -> float:
+    """Seconds to read the arrays start to end in slices of ``block_bytes``."""
+    start = time.perf_counter()
+    for array in arrays:
+        row_bytes = array.dtype.itemsize * array.shape[1]
+        chunk = array.chunks[0]
+        step = chunk * max(1, block_bytes // (chunk * row_bytes))
+        for lo in range(0, array.shape[0], step):
+            array[lo : lo + step]
+    return time.perf_counter() - start
+
+
+def bench_load(store, repeat: int, seed: int) -> dict:
+    from tdstore.features.load import BLOCK_BYTES, load_features, read_rows
+
+    tnf, abundance = store.tnf(), store.abundance()
+    n = store.n_contigs
+    row_bytes = 4 * (tnf.shape[1] + abundance.shape[1])
+    total_bytes = n * row_bytes
+    raw_times, _ = _timed(lambda: raw_read([tnf, abundance], BLOCK_BYTES), repeat)
+    raw = min(raw_times)
+    rng = np.random.default_rng(seed)
+    result = {
+        "arrays_gb": total_bytes / 1e9,
+        "raw_read_s": raw_times,
+        "raw_gb_per_s": total_bytes / raw / 1e9,
+        "tnf_chunk_rows": int(tnf.chunks[0]),
+        "abundance_chunk_rows": int(abundance.chunks[0]),
+        "subsets": [],
+    }
+    samples = list(store.samples)
+    one_sample = store.sql(f"SELECT row FROM contigs WHERE sample = '{samples[3]}'")
+    cases = {
+        "random 10%": np.sort(rng.choice(n, n // 10, replace=False)),
+        "random 50%": np.sort(rng.choice(n, n // 2, replace=False)),
+        "one sample (10%, clustered)": one_sample.column("row").to_numpy(),
+    }
+    for name, rows in cases.items():
+        times, x = _timed(lambda r=rows: load_features(store, r), repeat)
+        best = min(times)
+        # Share of the array every touched chunk covers: what has to be read and decoded.
+        touched = np.unique(rows // tnf.chunks[0]).size * tnf.chunks[0] / n
+        read_only, _ = _timed(lambda r=rows: (read_rows(tnf, r), read_rows(abundance, r)), 1)
+        result["subsets"].append(
+            {
+                "subset": name,
+                "rows": int(rows.size),
+                "seconds": times,
+                "read_rows_s": read_only[0],
+                "touched_fraction": float(min(touched, 1.0)),
+                # Bytes of the arrays scanned per second, as a share of the sequential rate.
+                "scan_vs_raw": (min(touched, 1.0) * total_bytes / best) / (total_bytes / raw),
+                "useful_gb_per_s": rows.size * row_bytes / best / 1e9,
+                "shape": list(x.shape),
+            }
+        )
+        del x
+    small = cases["random 10%"][: max(1, n // 1000)]
+    start = time.perf_counter()
+    tnf.oindex[small, :]
+    result["zarr_oindex_0.1pct_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    read_rows(tnf, small)
+    result["read_rows_0.1pct_s"] = time.perf_counter() - start
+    return result
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{platform.machine()}, {cpus} CPU cores, {mem:.0f} GiB RAM, load average {load:.1f} "
+        f"at start, Python {platform.python_version()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark tdstore sql and subset loading.")
+    parser.add_argument("--contigs", type=int, default=10_000_000)
+    parser.add_argument("--path", type=Path, default=None, help="synthetic store (reused)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-load", action="store_true", help="queries only")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+
+    import duckdb
+    import zarr
+
+    import tdstore
+
+    path = args.path or Path(f"/tmp/tdstore-bench-sql-{args.contigs}")
+    info = {"machine": machine(), "duckdb": duckdb.__version__, "zarr": zarr.__version__}
+    start = time.perf_counter()
+    store = make_synthetic_store(path, args.contigs, log=lambda m: print(m, file=sys.stderr))
+    info["generate_s"] = time.perf_counter() - start
+    store = tdstore.open(path)
+    info["contigs"] = store.n_contigs
+    info["queries"] = bench_queries(store, args.repeat)
+    info["subset"] = bench_subset(store)
+    if not args.skip_load:
+        info["load"] = bench_load(store, args.repeat, args.seed)
+    print(json.dumps(info, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(info, indent=2))
+    print(f"\n{store.n_contigs:,} contigs; {info['machine']}", file=sys.stderr)
+    for q in info["queries"]:
+        t = q["seconds"]
+        print(
+            f"| {q['what']} | {min(t):.3f} | {statistics.median(t):.3f} | {q.get('rows', '')} |",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -423,17 +423,18 @@ def load_evaluation(
 
 
 # ----- storing metrics ---------------------------------------------------------------------
-def metrics_path(store: Store, source: Source) -> Path:
-    if source.kind == "run":
-        return run_dir(store, source.key) / "metrics.parquet"
-    validate_name(source.key, "label set")
-    return store.path / METRICS_DIR / f"labels-{source.key}.parquet"
+def metrics_path(store: Store, kind: str, key: str) -> Path:
+    """runs/<run>/metrics.parquet for a run, metrics/labels-<set>.parquet for a label set."""
+    if kind == "run":
+        return run_dir(store, key) / "metrics.parquet"
+    validate_name(key, "label set")
+    return store.path / METRICS_DIR / f"labels-{key}.parquet"
 
 
 def save_metrics(store: Store, source: Source, table: pa.Table) -> Path:
     """Merge ``table`` into the source's metrics file: rows of the same gold and threshold
     are replaced, others kept (rows made for other store content are dropped)."""
-    path = metrics_path(store, source)
+    path = metrics_path(store, source.kind, source.key)
     key = f"metrics-{source.kind}-{source.key}"
     with store.lock(key, timeout=60):
         merged = table
@@ -467,18 +468,8 @@ def read_metrics(store: Store, run: str | None = None, label_set: str | None = N
     """Stored metrics of one run or one label set (empty table if never evaluated)."""
     if (run is None) == (label_set is None):
         raise ValueError("give exactly one of run, label_set")
-    if run is not None:
-        source = Source(run, "run", run, np.empty((0, N_RANKS)), np.empty((0, N_RANKS)))
-    else:
-        assert label_set is not None
-        source = Source(
-            f"labels:{label_set}",
-            "labels",
-            label_set,
-            np.empty((0, N_RANKS)),
-            np.empty((0, N_RANKS)),
-        )
-    path = metrics_path(store, source)
+    kind, key = ("run", run) if run is not None else ("labels", str(label_set))
+    path = metrics_path(store, kind, key)
     if not path.exists():
         return _metrics_schema().empty_table()
     return read_table(path, S.METRICS)[0]

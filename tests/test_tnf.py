@@ -104,6 +104,13 @@ def _independent_kernel() -> np.ndarray:
     return basis
 
 
+def test_shipped_kernel_matches_computed_kernel():
+    # The shipped basis is fixed; a rebuild on another LAPACK may rotate it, never move it.
+    shipped, rebuilt = T.kernel(), T.compute_kernel()
+    np.testing.assert_allclose(shipped @ shipped.T, rebuilt @ rebuilt.T, atol=1e-10)
+    np.testing.assert_allclose(rebuilt.T @ rebuilt, np.eye(103), atol=1e-10)
+
+
 def test_kernel_agrees_with_independent_computation_up_to_rotation():
     mine, other = T.kernel(), _independent_kernel()
     # Same subspace: equal projectors, hence equal Gram matrices and distances of TNFs.

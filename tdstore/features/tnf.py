@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -157,13 +158,30 @@ def constraint_matrix() -> np.ndarray:
     return np.array(rows)
 
 
+KERNEL_FILE = Path(__file__).with_name("tnf_kernel.npy")
+
+
 @cache
 def kernel() -> np.ndarray:
-    """The (256, 103) projection kernel, float64, read-only.
+    """The (256, 103) projection kernel (float64, read-only), as shipped with tdstore.
 
-    An orthonormal basis of the constraints' null space (from the SVD, as scipy's
-    ``null_space`` does), pre-multiplied by the reverse-complement averaging matrix as
-    vamb's ``create_kernel.py`` does; the basis is unique only up to rotation.
+    The null-space basis is unique only up to rotation and LAPACK builds differ in
+    which rotation they return, so the basis is computed once (:func:`compute_kernel`)
+    and shipped, as vamb ships its kernel.npz: every store's TNF is in the same basis.
+    """
+    result = np.load(KERNEL_FILE)
+    if result.shape != (N_TETRAMERS, N_TNF) or result.dtype != np.float64:
+        raise AssertionError(f"{KERNEL_FILE}: corrupt TNF kernel {result.shape} {result.dtype}")
+    result.setflags(write=False)
+    return result
+
+
+def compute_kernel() -> np.ndarray:
+    """Build the kernel: an orthonormal basis of the constraints' null space.
+
+    From the SVD (as scipy's ``null_space`` does), pre-multiplied by the
+    reverse-complement averaging matrix as vamb's ``create_kernel.py`` does.
+    ``python -m tdstore.features.tnf`` rewrites :data:`KERNEL_FILE` with it.
     """
     constraints = constraint_matrix()
     _, singular, vh = np.linalg.svd(constraints, full_matrices=True)
@@ -177,6 +195,9 @@ def kernel() -> np.ndarray:
     for column, kmer in enumerate(kmers(4)):
         average[index[kmer], column] += 0.5
         average[index[reverse_complement(kmer)], column] += 0.5
-    result = average @ basis
-    result.setflags(write=False)
-    return result
+    return average @ basis
+
+
+if __name__ == "__main__":
+    np.save(KERNEL_FILE, compute_kernel())
+    print(f"wrote {KERNEL_FILE}")

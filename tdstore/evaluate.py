@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tdstore import __version__
-from tdstore.errors import IncompleteError, SchemaError, UsageError
+from tdstore.errors import SchemaError, UsageError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store, validate_name
 from tdstore.tables import read_table, write_table
@@ -326,20 +326,11 @@ def _label_matrix(
     return ids, np.where(ids >= 0, np.float32(1.0), np.float32(np.nan))
 
 
-def run_dir(store: Store, run: str) -> Path:
-    return store.named_path("runs", run)
-
-
 def read_predictions(store: Store, run: str) -> pa.Table:
-    """runs/<run>/predictions.parquet, schema- and refhash-checked."""
-    path = run_dir(store, run) / "predictions.parquet"
-    if not path.exists():
-        if not run_dir(store, run).exists():
-            known = ", ".join(store.list_objects("runs", "")) or "none"
-            raise IncompleteError(f"{store.path}: no run {run!r} (known: {known})")
-        raise IncompleteError(f"{path}: missing; run `tdstore predict {store.path} {run}` first")
-    table, meta = read_table(path, S.PREDICTIONS, columns=["row", "lineage_ids", "lineage_scores"])
-    store.check_refhash(meta, path)
+    """The columns evaluation needs of runs/<run>/predictions.parquet (schema, refhash checked)."""
+    from tdstore.student.runs import load_predictions
+
+    table, _ = load_predictions(store, run, columns=["row", "lineage_ids", "lineage_scores"])
     return table
 
 
@@ -353,7 +344,7 @@ def _prediction_matrix(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A run's lineages as (m, 7) ids and scores at the gold rows (-1 / NaN: no node)."""
     table = read_predictions(store, run)
-    where = run_dir(store, run) / "predictions.parquet"
+    where = f"{store.path}/runs/{run}/predictions.parquet"
     rows = table.column("row").to_numpy()
     lineage_ids = pa.chunked_array(table.column("lineage_ids")).combine_chunks()
     lineage_scores = pa.chunked_array(table.column("lineage_scores")).combine_chunks()
@@ -426,7 +417,9 @@ def load_evaluation(
 def metrics_path(store: Store, kind: str, key: str) -> Path:
     """runs/<run>/metrics.parquet for a run, metrics/labels-<set>.parquet for a label set."""
     if kind == "run":
-        return run_dir(store, key) / "metrics.parquet"
+        from tdstore.student.runs import METRICS_FILE, run_dir
+
+        return run_dir(store, key) / METRICS_FILE
     validate_name(key, "label set")
     return store.path / METRICS_DIR / f"labels-{key}.parquet"
 

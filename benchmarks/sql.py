@@ -40,15 +40,20 @@ WHERE l.label_set = 'mmseqs' AND s.soft_label_set = 'teacher'
   AND l.family <> s.family
 ORDER BY s.confidence DESC""",
     "per-rank agreement of two label sets": """
-SELECT rank, count(*) AS both_labelled, round(avg((a = b)::INT), 4) AS agreement
-FROM (
-  SELECT unnest(['domain', 'phylum', 'class', 'order', 'family', 'genus', 'species']) AS rank,
-         unnest([a.domain, a.phylum, a.class, a."order", a.family, a.genus, a.species]) AS a,
-         unnest([b.domain, b.phylum, b.class, b."order", b.family, b.genus, b.species]) AS b
+WITH pairs AS (
+  SELECT a.taxon_id AS ta, b.taxon_id AS tb, count(*) AS n
   FROM labels a JOIN labels b USING (row)
   WHERE a.label_set = 'mmseqs' AND b.label_set = 'metabuli'
+  GROUP BY ALL
+), per_rank AS (
+  SELECT unnest(['domain', 'phylum', 'class', 'order', 'family', 'genus', 'species']) AS rank,
+         unnest([x.domain, x.phylum, x.class, x."order", x.family, x.genus, x.species]) AS a,
+         unnest([y.domain, y.phylum, y.class, y."order", y.family, y.genus, y.species]) AS b,
+         n
+  FROM pairs JOIN lineages x ON x.taxon_id = ta JOIN lineages y ON y.taxon_id = tb
 )
-WHERE a IS NOT NULL AND b IS NOT NULL
+SELECT rank, sum(n)::BIGINT AS both_labelled, round(sum(n) FILTER (a = b) / sum(n), 4) AS agreement
+FROM per_rank WHERE a IS NOT NULL AND b IS NOT NULL
 GROUP BY rank ORDER BY rank_depth(rank)""",
     "runs by species F1": """
 SELECT r.name, r.alpha, r.temperature, m.precision, m.recall, m.f1

@@ -88,6 +88,7 @@ _SUBSET_COLUMNS: dict[str, pa.DataType] = {
 }
 
 _READ_STATEMENTS = {"SELECT"}
+INTERNAL = "tdstore_internal"
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+)?(.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -185,6 +186,8 @@ class _Views:
         self._refhash = store.refhash if store.is_ingested else None
 
     def build(self) -> set[str]:
+        # Building blocks live in their own schema so SHOW TABLES lists only the views.
+        self.con.execute(f"CREATE SCHEMA {INTERNAL}")
         self._lineages()
         self._contigs()
         self._taxonomy()
@@ -227,7 +230,7 @@ class _Views:
     def _table_from_arrow(self, name: str, table: pa.Table) -> None:
         self.con.register("_tdstore_tmp", table)
         try:
-            self.con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _tdstore_tmp')
+            self.con.execute(f"CREATE TABLE {name} AS SELECT * FROM _tdstore_tmp")
         finally:
             self.con.unregister("_tdstore_tmp")
 
@@ -247,7 +250,7 @@ class _Views:
 
     def _empty(self, name: str, spec: Any) -> str:
         self._table_from_arrow(name, spec.arrow_schema().empty_table())
-        return f'"{name}"'
+        return name
 
     def _named_files(self, kind: str) -> list[tuple[str, Path]]:
         return [
@@ -275,23 +278,23 @@ class _Views:
         row_aligned: bool = False,
     ) -> str:
         """A relation over several files of one schema (empty if none); returns its name."""
-        base = f"_{view}_files"
+        base = f"{INTERNAL}.{view}_files"
         if not files:
             empty = self._empty(base, spec)
             if name_column:
                 self.con.execute(
-                    f'CREATE VIEW "{base}_named" AS SELECT CAST(NULL AS VARCHAR) AS {name_column},'
+                    f"CREATE VIEW {base}_named AS SELECT CAST(NULL AS VARCHAR) AS {name_column},"
                     f" * FROM {empty} WHERE false"
                 )
-                return f'"{base}_named"'
+                return f"{base}_named"
             return empty
         parts = []
         for name, path in files:
             source = self._parquet(path, spec, row_aligned=row_aligned)
             label = f"{quote(name)} AS {name_column}, " if name_column and name is not None else ""
             parts.append(f"SELECT {label}* FROM {source}")
-        self.con.execute(f'CREATE VIEW "{base}" AS ' + " UNION ALL BY NAME ".join(parts))
-        return f'"{base}"'
+        self.con.execute(f"CREATE VIEW {base} AS " + " UNION ALL BY NAME ".join(parts))
+        return base
 
     def _labelled(
         self,

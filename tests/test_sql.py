@@ -106,6 +106,13 @@ def test_empty_store_has_every_view_with_declared_columns(tmp_path):
     assert lineages.column("rank").to_pylist() == ["root"]
 
 
+def test_show_tables_lists_the_views(store):
+    names = set(store.sql("SHOW TABLES").column("name").to_pylist())
+    assert names == set(tsql.VIEWS)
+    described = store.sql("DESCRIBE labels").column("column_name").to_pylist()
+    assert described == ["label_set", *S.LABELS.column_names, *tsql.LINEAGE_COLUMNS]
+
+
 def test_lineages_on_hand_made_tree(store):
     rows = store.sql("SELECT * FROM lineages ORDER BY taxon_id").to_pylist()
     by_name = {r["name"]: r for r in rows}

@@ -310,3 +310,19 @@ def test_cli_bad_fasta_exit_code(cli, tmp_path):
     assert result.exit_code == BadInputError.exit_code
     assert "duplicate contig id 'a'" in result.stderr
     assert not (tmp_path / "s" / "core").exists()
+
+
+def test_overwrite_replaces_core_and_recovers_interrupted_swap(tmp_path, contigs):
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    store = tdstore.init(tmp_path / "s")
+    ingest(store, fasta, min_length=1000, show_progress=False)
+    assert store.n_contigs == 3
+    ingest(store, fasta, min_length=100, overwrite=True, show_progress=False)
+    assert store.n_contigs == 4 and tdstore.open(store.path).n_contigs == 4
+    # Killed between "move old core aside" and "move new core in": the next ingest
+    # restores the old core before it does anything else.
+    (store.path / "core").rename(store.path / "core.tmp-old-12345678")
+    with pytest.raises(ConflictError, match="already ingested"):
+        ingest(store.path, fasta, show_progress=False)
+    assert tdstore.open(store.path).n_contigs == 4
+    assert not list(store.path.glob("core.tmp-*"))

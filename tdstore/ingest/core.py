@@ -37,11 +37,12 @@ from tdstore.tables import TableWriter, chunk_rows
 
 STAGING_PREFIX = f"{CORE_DIR}{TMP_MARK}"
 _DERIVED = ("labels", "embeddings", "soft_labels", "subsets", "runs")
+_ASIDE_PREFIX = f"{STAGING_PREFIX}old-"  # the replaced core during an --overwrite swap
 _SHOW_MISSING = 5
 
 
 def ingest(
-    store: Store,
+    store: Store | Path | str,
     fasta: Path | str,
     *,
     abundance: Path | str | None = None,
@@ -52,12 +53,17 @@ def ingest(
 ) -> dict[str, Any]:
     """Ingest ``fasta`` (and an abundance TSV) into ``store``; returns a summary dict.
 
-    A store holds one assembly. With ``overwrite`` an existing core is replaced, but
-    only while nothing derived from it (label sets, embeddings, soft labels, subsets,
-    runs) exists: those record the old contig order.
+    ``store`` may be a path: the store is created if needed. A store holds one assembly:
+    with ``overwrite`` an existing core is replaced, but only while nothing derived from
+    it (label sets, embeddings, soft labels, subsets, runs) exists, since those record
+    the old contig order.
     """
     if min_length < 1:
         raise UsageError(f"--min-length must be at least 1, got {min_length}")
+    if not isinstance(store, Store):
+        from tdstore.store import init
+
+        store = init(store, exist_ok=True)
     started = time.monotonic()
     fasta = Path(fasta)
     with store.lock("ingest"):
@@ -75,12 +81,18 @@ def ingest(
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        for cached in ("core", "_contig_ids", "row_of"):  # the Store object saw the old core
+            store.__dict__.pop(cached, None)
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary
 
 
 def _remove_stale_staging(store: Store) -> None:
     # Only called under the ingest lock: no live ingest owns these directories.
+    replaced = sorted(store.path.glob(f"{_ASIDE_PREFIX}*"))
+    if not store.core_dir.exists() and len(replaced) == 1:
+        # An --overwrite was killed between its two renames: put the old core back.
+        os.replace(replaced[0], store.core_dir)
     for path in store.path.glob(f"{STAGING_PREFIX}*"):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -109,7 +121,7 @@ def _publish(staging: Path, target: Path) -> None:
     _fsync_path(staging)
     if target.exists():
         # --overwrite: move the old core aside first so the swap is two renames.
-        aside = target.with_name(f"{target.name}{TMP_MARK}old-{uuid.uuid4().hex[:8]}")
+        aside = target.with_name(f"{_ASIDE_PREFIX}{uuid.uuid4().hex[:8]}")
         os.replace(target, aside)
         os.replace(staging, target)
         shutil.rmtree(aside, ignore_errors=True)

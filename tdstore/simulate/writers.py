@@ -59,7 +59,7 @@ def write_fasta(
         Progress("simulate: contigs", total=total, unit="bp") as bar,
     ):
         chunk: list[bytes] = []
-        size = 0
+        size = bases = 0
         for i, cid in enumerate(contigs.ids):
             start, length = int(contigs.start[i]), int(contigs.length[i])
             genome = genomes[contigs.genome[i]]
@@ -74,12 +74,13 @@ def write_fasta(
             record = b">" + cid.encode() + b"\n" + _wrap(seq)
             chunk.append(record)
             size += len(record)
+            bases += length
             if size >= _FLUSH_BYTES:
                 gz.write(b"".join(chunk))
-                bar.advance(size, contigs=len(chunk))
-                chunk, size = [], 0
+                bar.advance(bases, contigs=len(chunk))
+                chunk, size, bases = [], 0, 0
         gz.write(b"".join(chunk))
-        bar.advance(size, contigs=len(chunk))
+        bar.advance(bases, contigs=len(chunk))
     return total
 
 

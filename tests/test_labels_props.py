@@ -19,6 +19,8 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+# Tests that write a file per example get half as many.
+FILE_SETTINGS = settings(SETTINGS, max_examples=max(1, SETTINGS.max_examples // 2))
 
 # Names as tools write them: letters, digits, spaces, dots and dashes (GTDB adds _A suffixes).
 WORD = st.text(
@@ -153,7 +155,7 @@ RECORDS = st.lists(
 )
 
 
-@SETTINGS
+@FILE_SETTINGS
 @given(records=RECORDS, word=WORD, crlf=st.booleans(), gold=st.booleans())
 def test_taxometer_file_round_trip(tmp_path_factory, records, word, crlf, gold):
     end = "\r\n" if crlf else "\n"
@@ -172,7 +174,7 @@ def test_taxometer_file_round_trip(tmp_path_factory, records, word, crlf, gold):
     assert [r.novel for r in parsed] == [n if gold else None for _, n in records]
 
 
-@SETTINGS
+@FILE_SETTINGS
 @given(records=RECORDS, word=WORD, protein=st.booleans())
 def test_mmseqs2_file_round_trip(tmp_path_factory, records, word, protein):
     rows = []
@@ -197,7 +199,7 @@ LINE = st.lists(
 ).map("".join)
 
 
-@SETTINGS
+@FILE_SETTINGS
 @given(
     lines=st.lists(LINE, max_size=6),
     junk=st.binary(max_size=20),

@@ -149,7 +149,7 @@ def reliability_plot(evaluation: Evaluation, out_dir: Path) -> Path:
             filled = rel["n"] > 0
             style = "s--" if source.kind == "labels" else "o-"
             ax.plot(rel["mean_score"][filled], rel["accuracy"][filled], style, ms=4,
-                    label=f"{source.name} (ECE {_cell(rel['ece'])})")  # fmt: skip
+                    label=f"{source.name} (ECE {rel['ece']:.3f})")  # fmt: skip
         ax.set_xlim(0, 1.02)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("mean score in bin")

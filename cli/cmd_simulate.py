@@ -21,7 +21,10 @@ def simulate(
     samples: Annotated[int, typer.Option("--samples", help="Number of samples S1..SK.")] = 4,
     species: Annotated[
         int | None,
-        typer.Option("--species", help="Number of species [default: ~200 for 20k contigs]."),
+        typer.Option(
+            "--species",
+            help="Number of species (default: about 200 for 20k contigs, growing mildly).",
+        ),
     ] = None,
     novel_fraction: Annotated[
         float,

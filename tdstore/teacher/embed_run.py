@@ -279,6 +279,18 @@ class _Context:
     computed: int = 0
     copied: int = 0
     tokens: int = 0
+    _arrays: tuple[Any, Any] | None = None
+
+    def arrays(self) -> tuple[Any, Any]:
+        """(vectors, n_windows), opened once per run."""
+        import zarr
+
+        if self._arrays is None:
+            self._arrays = (
+                zarr.open_array(str(self.path / "vectors"), mode="r+"),
+                zarr.open_array(str(self.path / "n_windows"), mode="r+"),
+            )
+        return self._arrays
 
 
 def _plan_shard(ctx: _Context, shard: int) -> _ShardWork:
@@ -300,8 +312,6 @@ def _prepare(ctx: _Context, work: _ShardWork) -> Any:
 
 
 def _run_shard(ctx: _Context, work: _ShardWork, progress: Any) -> dict[str, Any]:
-    import zarr
-
     if work.compute:
         ctx.backend.ready()
     started = time.monotonic()
@@ -334,16 +344,19 @@ def _run_shard(ctx: _Context, work: _ShardWork, progress: Any) -> dict[str, Any]
     position = {m: i for i, m in enumerate(work.unique)}
     index = np.asarray([position[m] for m in ctx.md5[a:b].tolist()], dtype=np.int64)
     vectors, n_windows = unique_vectors[index], unique_windows[index]
-    zarr.open_array(str(ctx.path / "vectors"), mode="r+")[a:b] = vectors
-    zarr.open_array(str(ctx.path / "n_windows"), mode="r+")[a:b] = n_windows
-    n_copied = len(work.unique) - len(work.compute)
+    vector_array, window_array = ctx.arrays()
+    vector_array[a:b] = vectors
+    window_array[a:b] = n_windows
+    # The marker promises the data: get the chunks onto disk before publishing it.
+    _fsync_chunks(ctx.path, a, b, int(ctx.attrs["rows_per_chunk"]))
+    n_copied = (b - a) - len(work.compute)
     marker = {
         "shard": work.shard,
         "rows": [a, b],
         "fingerprint": ctx.attrs["fingerprint"],
         "sha256": shard_checksum(vectors, n_windows),
         "computed": len(work.compute),
-        "copied": (b - a) - len(work.compute),
+        "copied": n_copied,
         "unique": len(work.unique),
         "tokens": tokens,
         "covered_tokens": covered,
@@ -363,6 +376,21 @@ def _run_shard(ctx: _Context, work: _ShardWork, progress: Any) -> dict[str, Any]
     ctx.tokens += tokens
     progress.advance(work.bp - advanced[0], contigs=b - a)
     return marker
+
+
+def _fsync_chunks(path: Path, a: int, b: int, per_chunk: int) -> None:
+    # Zarr v3 default chunk keys: <array>/c/<row chunk>[/<column chunk>].
+    for chunk in range(a // per_chunk, -(-b // per_chunk)):
+        for file in (
+            path / "vectors" / "c" / str(chunk) / "0",
+            path / "n_windows" / "c" / str(chunk),
+        ):
+            if file.exists():  # a chunk equal to the fill value is not written
+                fd = os.open(file, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
 
 def _range_check(vectors: np.ndarray, ctx: _Context, work: _ShardWork) -> None:

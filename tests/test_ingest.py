@@ -326,3 +326,20 @@ def test_overwrite_replaces_core_and_recovers_interrupted_swap(tmp_path, contigs
         ingest(store.path, fasta, show_progress=False)
     assert tdstore.open(store.path).n_contigs == 4
     assert not list(store.path.glob("core.tmp-*"))
+
+
+def test_bad_record_late_in_file_leaves_store_unchanged(tmp_path, monkeypatch):
+    import threading
+
+    rng = np.random.default_rng(4)
+    contigs = {f"c{i}": _random_seq(rng, 150) for i in range(12)}
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    with open(fasta, "a") as handle:
+        handle.write(">c3\nACGTACGT\n")  # record 13 repeats an id, found in a later batch
+    monkeypatch.setattr("tdstore.ingest.fasta._BATCH_CONTIGS", 2)
+    store = tdstore.init(tmp_path / "s")
+    before = _snapshot(store.path)
+    with pytest.raises(BadInputError, match="record 13: duplicate contig id 'c3'"):
+        ingest(store, fasta, min_length=100, show_progress=False)
+    assert _snapshot(store.path) == before
+    assert not [t for t in threading.enumerate() if t.name.startswith("tdstore-ingest")]

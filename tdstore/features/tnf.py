@@ -10,6 +10,7 @@ basis of the vectors that obey the constraints every TNF obeys::
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -60,26 +61,42 @@ def count_batch(codes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
     counts = np.zeros((n, N_TETRAMERS), dtype=np.int64)
     total = int(offsets[-1]) if n else 0
     starts, ends = offsets[:-1], offsets[1:]
+    codes = codes[:total]
     # Non-ACGT codes count as A (code & 3) here; their windows are taken out below.
-    quad = codes[:total] & 3
+    # Scratch buffers are reused between batches: fresh multi-MB arrays cost page faults.
+    quad = np.bitwise_and(codes, 3, out=_scratch("quad", total))
     if total >= 4:
-        pairs = quad[:-1] << 2
+        pairs = np.left_shift(quad[:-1], 2, out=_scratch("pairs", total - 1))
         pairs |= quad[1:]
-        quad = pairs[:-2] << 4
+        quad = np.left_shift(pairs[:-2], 4, out=quad[: total - 3])
         quad |= pairs[2:]
         for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             if end - start >= 4:
                 counts[i] = np.bincount(quad[start : end - 3], minlength=N_TETRAMERS)
-    invalid = np.flatnonzero(codes[:total] == INVALID)
+    has_invalid = total > 0 and int(codes.max()) >= INVALID
+    if not has_invalid:
+        return counts, _base_counts(codes, offsets, counts, np.zeros(0, dtype=np.int64))
+    invalid = np.flatnonzero(np.equal(codes, INVALID, out=_scratch("invalid", total, bool)))
     dirty = np.unique(np.searchsorted(offsets, invalid, side="right") - 1)
-    if len(invalid):
-        # Windows starting up to 3 bases before a non-ACGT base, within the same contig.
-        window = np.unique((invalid[:, None] - np.arange(4)[None, :]).ravel())
-        window = window[window >= 0]
-        contig = np.searchsorted(offsets, window, side="right") - 1
-        inside = window <= ends[contig] - 4
-        np.subtract.at(counts, (contig[inside], quad[window[inside]]), 1)
+    # Windows starting up to 3 bases before a non-ACGT base, within the same contig.
+    window = np.unique((invalid[:, None] - np.arange(4)[None, :]).ravel())
+    window = window[window >= 0]
+    contig = np.searchsorted(offsets, window, side="right") - 1
+    inside = window <= ends[contig] - 4
+    np.subtract.at(counts, (contig[inside], quad[window[inside]]), 1)
     return counts, _base_counts(codes, offsets, counts, dirty)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, size: int, dtype: type = np.uint8) -> np.ndarray:
+    """A per-thread reusable buffer of at least ``size`` elements (its first ``size``)."""
+    buffer = getattr(_SCRATCH, name, None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(max(size, 1 << 20), dtype=dtype)
+        setattr(_SCRATCH, name, buffer)
+    return buffer[:size]
 
 
 def _base_counts(

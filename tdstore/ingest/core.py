@@ -157,20 +157,24 @@ class _Background:
     def prefetch(self, iterator: Iterator[Any]) -> Iterator[Any]:
         items: queue.Queue[Any] = queue.Queue(maxsize=self.depth)
 
+        def put(entry: tuple[Any, BaseException | None]) -> bool:
+            # Never block for good: the consumer may have stopped listening.
+            while not self.stop.is_set():
+                try:
+                    items.put(entry, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def produce() -> None:
             try:
                 for item in iterator:
-                    while not self.stop.is_set():
-                        try:
-                            items.put((item, None), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if self.stop.is_set():
+                    if not put((item, None)):
                         return
-                items.put((self._DONE, None))
+                put((self._DONE, None))
             except BaseException as exc:  # forwarded to the consumer
-                items.put((self._DONE, exc))
+                put((self._DONE, exc))
 
         thread = threading.Thread(target=produce, name="tdstore-ingest-read", daemon=True)
         self._threads.append(thread)

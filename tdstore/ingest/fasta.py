@@ -132,13 +132,15 @@ def _contig_id(path: Path, record: int, header: str) -> str:
 
 def _make_batch(path: Path, first: int, ids: list[str], sequences: list[str]) -> FastaBatch:
     try:
-        data = "".join(sequences).encode("ascii").upper()
+        data = "".join(sequences).encode("ascii")
     except UnicodeEncodeError:
         bad = next(i for i, seq in enumerate(sequences) if not seq.isascii())
         raise BadInputError(
             f"{path}: record {first + bad} ({ids[bad]!r}): binary data or non-ASCII characters "
             "in the sequence"
         ) from None
+    if not data.isupper():  # one scan; most assemblies need no upper-casing copy
+        data = data.upper()
     offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
     np.cumsum([len(s) for s in sequences], out=offsets[1:])
     codes = encode(data)

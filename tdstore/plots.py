@@ -46,7 +46,7 @@ def _save(fig: Any, path: Path) -> None:
 
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110)
 
 
 def _ordered(evaluation: Evaluation) -> list[Any]:

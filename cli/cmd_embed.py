@@ -111,7 +111,8 @@ def run(
     n_shards: Annotated[
         int | None,
         typer.Option(
-            "--n-shards", help="Shards of a new set (default: >= 64, <= 16384 rows each)."
+            "--n-shards",
+            help="Shards of a new set (default 64; fewer for small sets; <= 16384 rows each).",
         ),
     ] = None,
     max_shards: Annotated[

@@ -59,7 +59,8 @@ def test_shard_layout_follows_the_chunk_grid():
     assert per_chunk == (2 << 20) // (1536 * 2)
     assert starts[0] == 0 and starts[-1] == 100_000 and len(starts) - 1 == 64
     assert all(s % per_chunk == 0 for s in starts[:-1])
-    assert shard_layout(10, 32) == (1, list(range(11)))  # tiny sets: one row per shard
+    assert shard_layout(10, 32) == (10, [0, 10])  # small sets: one shard
+    assert shard_layout(10, 32, workers=3) == (4, [0, 4, 8, 10])
     _, starts = shard_layout(12, 32, n_shards=4)
     assert starts == [0, 3, 6, 9, 12]
     _, starts = shard_layout(10_000_000, 1536)
@@ -201,7 +202,7 @@ def test_kmer_set_and_cli(tmp_path, cli, seqs):
     from tdstore.teacher.kmer import kmer_matrix
 
     store = make_store(tmp_path / "s", seqs)
-    result = cli("embed", store.path, "--model", "kmer:4")
+    result = cli("embed", store.path, "--model", "kmer:4", "--n-shards", "4")
     assert result.exit_code == 0, result.stderr
     assert "embeddings/kmer4: done" in result.stdout and "12 contigs computed" in result.stdout
     vectors, attrs = load_embeddings(store, "kmer4")
@@ -209,18 +210,18 @@ def test_kmer_set_and_cli(tmp_path, cli, seqs):
     assert attrs["hidden"] == 136 and attrs["teacher"] == "kmer"
     assert (store.path / "embeddings" / "kmer4.zarr" / "vectors" / "zarr.json").exists()
     status = cli("embed", "status", store.path)
-    assert status.exit_code == 0 and "kmer4: 12/12 shards done" in status.stdout
+    assert status.exit_code == 0 and "kmer4: 4/4 shards done" in status.stdout
     again = cli("embed", store.path, "--model", "kmer:4")
     assert again.exit_code == 0 and "up to date" in again.stdout
     assert cli("embed", store.path, "--model", str(tmp_path / "nope")).exit_code == 7
     assert cli("embed", store.path, "--model", "kmer:4", "--shard", "3/2").exit_code == 2
     assert cli("check", store.path, "--deep").exit_code == 0
-    # Flip a byte inside shard 3's chunk: a deep check names the shard.
-    chunk = store.path / "embeddings" / "kmer4.zarr" / "vectors" / "c" / "3" / "0"
+    # Flip a byte inside shard 1's chunk (rows 3-5): a deep check names the shard.
+    chunk = store.path / "embeddings" / "kmer4.zarr" / "vectors" / "c" / "1" / "0"
     data = bytearray(chunk.read_bytes())
     data[10] ^= 0xFF
     chunk.write_bytes(bytes(data))
     problems = embed_store.check(store, "kmer4", deep=True)
-    assert len(problems) == 1 and "shard 3 (rows 3-3) is corrupt" in problems[0]
+    assert len(problems) == 1 and "shard 1 (rows 3-5) is corrupt" in problems[0]
     assert cli("check", store.path, "--deep").exit_code == 5
     assert cli("check", store.path).exit_code == 0  # shallow: markers only

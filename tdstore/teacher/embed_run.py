@@ -333,7 +333,9 @@ def _run_shard(ctx: _Context, work: _ShardWork, progress: Any) -> dict[str, Any]
         advanced[0] += step
         progress.advance(step, tokens=n)
 
+    waited = time.monotonic() - started
     result = ctx.backend.compute(prepared, on_tokens) if work.compute else None
+    computed_at = time.monotonic()
     tokens = covered = windows = 0
     if result is not None:
         _range_check(result.vectors, ctx, work)
@@ -363,6 +365,9 @@ def _run_shard(ctx: _Context, work: _ShardWork, progress: Any) -> dict[str, Any]
         "windows": windows,
         "bp": computed_bp,
         "seconds": round(time.monotonic() - started, 3),
+        # Where the time went: waiting for the prefetch, the forward pass, the rest (writes).
+        "wait_seconds": round(waited, 3),
+        "compute_seconds": round(computed_at - started - waited, 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "worker": ctx.worker,
         "host": socket.gethostname(),

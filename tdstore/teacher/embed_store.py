@@ -43,6 +43,7 @@ SUFFIX = ".zarr"
 ENGINE_VERSION = 1
 MAX_SHARD_ROWS = 16384  # bounds a shard's memory: rows x hidden x 8 bytes while combining
 MIN_SHARDS = 64
+MIN_SHARD_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,13 @@ def shard_layout(
 ) -> tuple[int, list[int]]:
     """(rows per chunk, shard start rows + end) with shard boundaries on chunk boundaries.
 
-    By default at least 64 shards (and at least one per worker), at most 16384 rows per
-    shard; chunks of about 2 MiB, smaller when needed so every shard gets a chunk.
+    By default 64 shards (fewer for small sets: at least 256 rows each, since each shard
+    costs a few file syncs), at most 16384 rows per shard, and at least one shard per
+    worker; chunks of about 2 MiB, smaller where needed so every shard gets a chunk.
     """
-    wanted = n_shards or max(MIN_SHARDS, math.ceil(n_rows / MAX_SHARD_ROWS), workers)
+    small = math.ceil(n_rows / MIN_SHARD_ROWS)
+    wanted = n_shards or max(min(MIN_SHARDS, small), math.ceil(n_rows / MAX_SHARD_ROWS), workers)
+    wanted = max(1, wanted)
     per_chunk = min(chunk_rows(hidden, 2), max(1, math.ceil(n_rows / wanted)))
     n_chunks = max(1, math.ceil(n_rows / per_chunk))
     n = min(wanted, n_chunks)

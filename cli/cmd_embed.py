@@ -30,7 +30,11 @@ def register(app: typer.Typer) -> None:
     embed_app = typer.Typer(
         cls=_DefaultRun,
         no_args_is_help=True,
-        help="Embed contigs with a teacher model (resumable, sharded); `embed status` reports.",
+        help=(
+            "Embed contigs with a teacher model, resumable and sharded.\n\n"
+            "tdstore embed STORE --model PATH [options]   (the same as `embed run`)\n\n"
+            "tdstore embed status STORE [NAME]"
+        ),
     )
     embed_app.command("run")(run)
     embed_app.command("status")(status)

@@ -245,3 +245,32 @@ def test_remote_code_needs_the_flag(tiny, tmp_path):
     (custom / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="trust-remote-code"):
         inspect_model(custom)
+
+
+def test_out_of_memory_halves_the_budget(teacher, monkeypatch):
+    import torch
+
+    from tdstore.teacher.engine import Engine
+    from tdstore.teacher.testing import random_dna
+
+    plan = resolve_plan(limit=32, n_special=2, window=None, stride=None, max_windows=None)
+    seqs = random_dna(6, (20, 70), seed=5)
+    expected = Engine(teacher, plan, batch_tokens=64).embed(seqs)
+    real = Engine._forward_batch
+
+    def small_memory(self, token_ids, windows, lengths, batch):
+        if len(batch) * int(lengths[batch].max()) > 64:  # "GPU" holds 64 padded tokens
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, token_ids, windows, lengths, batch)
+
+    monkeypatch.setattr(Engine, "_forward_batch", small_memory)
+    engine = Engine(teacher, plan, batch_tokens=1024)
+    result = engine.embed(seqs)
+    assert engine.stats.oom_retries >= 4 and engine.stats.budgets[-1] <= 64
+    np.testing.assert_allclose(result.vectors, expected.vectors, atol=2e-6)
+    tiny_gpu = Engine(teacher, WindowPlan(content=30, stride=30), batch_tokens=1024)
+    monkeypatch.setattr(
+        Engine, "_forward_batch", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError())
+    )
+    with pytest.raises(ModelError, match="does not fit"):
+        tiny_gpu.embed(seqs[:1])

@@ -570,5 +570,7 @@ def _status_line(ctx: _Context, done: list[int], pending: list[int]) -> str:
     if ctx.backend.device.startswith("cuda"):
         import torch
 
-        parts.append(f"GPU mem {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        parts.append(
+            f"GPU mem {torch.cuda.max_memory_allocated(ctx.backend.device) / 2**30:.1f} GiB"
+        )
     return ", ".join(parts)

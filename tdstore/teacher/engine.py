@@ -189,12 +189,14 @@ class Engine:
             try:
                 out = self._forward_batch(token_ids, windows, lengths, batch)
             except torch.OutOfMemoryError:
+                out = None  # handled below, once the exception (and its frames) are released
+            if out is None:
                 longest = int(sorted_lengths[position])
                 if stop - position == 1:
                     raise ModelError(
                         f"one window of {longest} tokens does not fit in GPU memory; "
                         "use a smaller --window or a bigger GPU"
-                    ) from None
+                    )
                 budget = max(longest, budget // 2)
                 self.stats.oom_retries += 1
                 self.stats.budgets.append(budget)

@@ -77,14 +77,25 @@ def count_batch(codes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
     if not has_invalid:
         return counts, _base_counts(codes, offsets, counts, np.zeros(0, dtype=np.int64))
     invalid = np.flatnonzero(np.equal(codes, INVALID, out=_scratch("invalid", total, bool)))
-    dirty = np.unique(np.searchsorted(offsets, invalid, side="right") - 1)
+    dirty = _distinct(np.searchsorted(offsets, invalid, side="right") - 1, n)
     # Windows starting up to 3 bases before a non-ACGT base, within the same contig.
-    window = np.unique((invalid[:, None] - np.arange(4)[None, :]).ravel())
-    window = window[window >= 0]
+    skipped = np.zeros(total, dtype=bool)
+    for back in range(4):
+        skipped[invalid[invalid >= back] - back] = True
+    window = np.flatnonzero(skipped)
     contig = np.searchsorted(offsets, window, side="right") - 1
     inside = window <= ends[contig] - 4
-    np.subtract.at(counts, (contig[inside], quad[window[inside]]), 1)
+    # Linear time even for N-rich assemblies (np.unique / ufunc.at are not).
+    key = contig[inside] * N_TETRAMERS + quad[window[inside]]
+    counts -= np.bincount(key, minlength=n * N_TETRAMERS).reshape(n, N_TETRAMERS)
     return counts, _base_counts(codes, offsets, counts, dirty)
+
+
+def _distinct(indices: np.ndarray, n: int) -> np.ndarray:
+    """Sorted distinct values of ``indices`` (all in 0..n-1), in linear time."""
+    seen = np.zeros(n, dtype=bool)
+    seen[indices] = True
+    return np.flatnonzero(seen)
 
 
 _SCRATCH = threading.local()
@@ -117,7 +128,7 @@ def _base_counts(
     tail_contig = np.repeat(np.arange(n), 3).reshape(n, 3)[long_enough].ravel()
     tail_codes = codes[tail[long_enough].ravel()] if long_enough.any() else tail_contig
     np.add.at(bases, (tail_contig, tail_codes), 1)
-    redo = np.union1d(dirty, np.flatnonzero(~long_enough))
+    redo = _distinct(np.concatenate([dirty, np.flatnonzero(~long_enough)]), n)
     for i in redo.tolist():
         bases[i] = np.bincount(codes[offsets[i] : offsets[i + 1]], minlength=INVALID + 1)
     return bases

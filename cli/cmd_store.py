@@ -69,13 +69,25 @@ def check(
     deep: Annotated[
         bool, typer.Option("--deep", help="Also re-hash sequences and embedding shards.")
     ] = False,
+    clean: Annotated[
+        bool,
+        typer.Option(
+            "--clean",
+            help="Delete leftovers of killed commands (*.tmp-*); refused while a command writes.",
+        ),
+    ] = False,
 ) -> None:
     """Check schemas, refhash, array shapes and that every published object is complete."""
     import tdstore
-    from tdstore.check import check_store
+    from tdstore.check import check_store, leftovers, remove_leftovers
     from tdstore.errors import SchemaError
 
-    problems = check_store(tdstore.open(store), deep=deep)
+    handle = tdstore.open(store)
+    found = remove_leftovers(handle) if clean else leftovers(handle)
+    for path in found:
+        what = "removed" if clean else "leftover of a killed or running command (--clean removes)"
+        typer.echo(f"note: {what}: {path.relative_to(handle.path)}", err=True)
+    problems = check_store(handle, deep=deep)
     if problems:
         for problem in problems:
             typer.echo(f"problem: {problem}", err=True)

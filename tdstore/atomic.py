@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tdstore._killpoints import maybe_kill
+
 TMP_MARK = ".tmp-"
 
 
@@ -90,13 +92,16 @@ def publish(tmp: Path, target: Path, *, overwrite: bool = True) -> None:
     """Move ``tmp`` onto ``target``; directories are swapped via a rename-aside."""
     if target.exists() and not overwrite:
         raise FileExistsError(target)
+    maybe_kill("publish")
     if tmp.is_dir() and target.exists():
         aside = temporary_sibling(target)
         os.replace(target, aside)
+        maybe_kill("publish-aside")
         os.replace(tmp, target)
         _remove(aside)
     else:
         os.replace(tmp, target)
+    maybe_kill("published")
     _fsync_dir(target.parent)
 
 

@@ -1,16 +1,23 @@
 """``tdstore check``: is every published object complete, tagged and aligned?
 
-Returns a list of problems (empty = healthy); each names the object::
+Returns a list of problems (empty = healthy); each names the object. Leftovers of
+killed writers (``*.tmp-*``, a teacher head without its soft labels) are not problems:
+readers never see them; :func:`leftovers` lists them and :func:`remove_leftovers`
+deletes them while no writer runs::
 
     problems = check_store(tdstore.open("gut.tdstore"), deep=True)
+    removed = remove_leftovers(tdstore.open("gut.tdstore"))
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+from pathlib import Path
 
-from tdstore.errors import TdstoreError
+from tdstore.atomic import TMP_MARK, _remove
+from tdstore.errors import ConflictError, TdstoreError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store
 from tdstore.tables import read_table
@@ -18,6 +25,7 @@ from tdstore.tables import read_table
 # Each stage module that owns named objects offers list_names(store) and
 # check(store, name, deep) -> list[str]; they are checked in this order.
 STAGE_MODULES = (
+    "tdstore.labels",
     "tdstore.teacher.embed_store",
     "tdstore.teacher.soft_labels",
     "tdstore.subsets",
@@ -27,23 +35,25 @@ STAGE_MODULES = (
 
 def check_store(store: Store, *, deep: bool = False) -> list[str]:
     problems: list[str] = []
-    stray = [str(p.relative_to(store.path)) for p in store.path.rglob("*.tmp-*")]
-    if stray:
-        problems.append(f"unfinished writes left by a killed process: {', '.join(stray[:5])}")
     if not store.is_ingested:
         return problems
     try:
         problems += _check_core(store, deep=deep)
+        store.taxonomy()
     except TdstoreError as exc:
         problems.append(str(exc))
         return problems
-    problems += _check_labels(store)
     for module_name in STAGE_MODULES:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError:
             continue
-        for name in module.list_names(store):
+        try:
+            names = module.list_names(store)
+        except TdstoreError as exc:
+            problems.append(str(exc))
+            continue
+        for name in names:
             try:
                 problems += module.check(store, name, deep)
             except TdstoreError as exc:
@@ -51,6 +61,56 @@ def check_store(store: Store, *, deep: bool = False) -> list[str]:
     return problems
 
 
+# ----- leftovers of killed writers ----------------------------------------------------------
+def leftovers(store: Store) -> list[Path]:
+    """Temporaries (``*.tmp-*``) and teacher heads whose soft labels were never published.
+
+    A running writer's temporaries look the same: they are only safe to delete while no
+    tdstore command writes to the store (:func:`remove_leftovers` checks the locks).
+    """
+    found = [p for p in store.path.rglob(f"*{TMP_MARK}*") if TMP_MARK in p.name]
+    # Only the outermost temporary: a staged directory's contents go with it.
+    found = [
+        p for p in found if not any(TMP_MARK in q.name for q in p.relative_to(store.path).parents)
+    ]
+    soft = store.object_dir("soft_labels")
+    if soft.exists():
+        from tdstore.teacher.soft_labels import HEAD_SUFFIX, SUFFIX
+
+        for head in soft.glob(f"*{HEAD_SUFFIX}"):
+            stem = head.name[: -len(HEAD_SUFFIX)]
+            if TMP_MARK not in head.name and not (soft / f"{stem}{SUFFIX}").exists():
+                found.append(head)
+    return sorted(found)
+
+
+def remove_leftovers(store: Store) -> list[Path]:
+    """Delete :func:`leftovers`; ConflictError if any tdstore writer holds a lock on the store."""
+    with _all_locks(store):
+        found = leftovers(store)
+        for path in found:
+            _remove(path)
+    return found
+
+
+@contextlib.contextmanager
+def _all_locks(store: Store):  # type: ignore[no-untyped-def]
+    # Every writer holds a lock (.locks/<key>.lock) while it has temporaries: holding
+    # them all proves no writer is running. A writer starting meanwhile gets ConflictError.
+    keys = sorted(p.stem for p in (store.path / ".locks").glob("*.lock"))
+    with contextlib.ExitStack() as stack:
+        for key in keys:
+            try:
+                stack.enter_context(store.lock(key))
+            except ConflictError:
+                raise ConflictError(
+                    f"{store.path}: a tdstore command is writing ({key}); "
+                    "remove leftovers when it has finished"
+                ) from None
+        yield
+
+
+# ----- core ------------------------------------------------------------------------------
 def _check_core(store: Store, *, deep: bool) -> list[str]:
     from tdstore.store import refhash_of
 
@@ -76,39 +136,59 @@ def _check_core(store: Store, *, deep: bool) -> list[str]:
     if store.abundance().shape[1] != len(store.samples):
         problems.append("core/features.zarr/abundance: columns do not match the sample names")
     if deep:
-        md5 = dict(
-            zip(kept.column("row").to_pylist(), kept.column("seq_md5").to_pylist(), strict=True)
-        )
-        seen = 0
+        problems += _deep_sequences(store, kept, ids)
+        problems += _deep_features(store, kept)
+    return problems
+
+
+def _deep_sequences(store: Store, kept, ids: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    """Re-hash every sequence against the md5 recorded at ingest."""
+    problems = []
+    md5 = dict(zip(kept.column("row").to_pylist(), kept.column("seq_md5").to_pylist(), strict=True))
+    seen = 0
+    try:
         for row, sequence in store.iter_sequences():
             seen += 1
             if hashlib.md5(sequence.encode()).hexdigest() != md5.get(row):
                 problems.append(
-                    f"core/sequences.parquet: sequence of row {row} ({ids[row]}) is corrupt"
+                    f"core/sequences.parquet: sequence of row {row} ({ids[row]}) is corrupt "
+                    "(md5 differs from the one recorded at ingest)"
                 )
-        if seen != len(ids):
-            problems.append(f"core/sequences.parquet: {seen} sequences, expected {len(ids)}")
-        for name, array in (("tnf", store.tnf()), ("abundance", store.abundance())):
-            try:
-                array[:]
-            except Exception as exc:
-                problems.append(f"core/features.zarr/{name}: unreadable chunk ({exc})")
+    except TdstoreError as exc:
+        return [str(exc)]
+    except Exception as exc:  # pyarrow raises several types for damaged pages
+        return [f"core/sequences.parquet: unreadable ({exc})"]
+    if seen != len(ids):
+        problems.append(f"core/sequences.parquet: {seen} sequences, expected {len(ids)}")
     return problems
 
 
-def _check_labels(store: Store) -> list[str]:
+def _deep_features(store: Store, kept) -> list[str]:  # type: ignore[no-untyped-def]
+    """Read every feature chunk; name TNF chunks that are missing from disk.
+
+    Zarr reads a missing chunk as its fill value (zeros) without complaint. Ingest
+    writes every TNF chunk (a contig with A/C/G/T bases never has an all-zero TNF
+    row), so a missing TNF chunk file over such rows is damage.
+    """
     problems = []
-    n_taxa = len(store.taxonomy())
-    for name in store.label_sets():
+    for name, array in (("tnf", store.tnf()), ("abundance", store.abundance())):
         try:
-            table, _ = store.labels(name)
-        except TdstoreError as exc:
-            problems.append(str(exc))
-            continue
-        taxa = table.column("taxon_id").to_numpy()
-        if taxa.size and (taxa.max() >= n_taxa or taxa.min() < 0):
-            problems.append(f"labels/{name}.parquet: taxon ids outside the store's taxonomy")
-        rows = table.column("row").to_numpy()
-        if rows.size and (rows.max() >= store.n_contigs or rows.min() < 0):
-            problems.append(f"labels/{name}.parquet: rows outside the store")
+            array[:]
+        except Exception as exc:  # zarr/numcodecs raise several types for a damaged chunk
+            problems.append(f"core/features.zarr/{name}: unreadable chunk ({exc})")
+    tnf = store.tnf()
+    per_chunk = int(tnf.chunks[0])
+    has_bases = (kept.column("length").to_numpy() - kept.column("n_count").to_numpy()) >= 4
+    folder = store.core_dir / "features.zarr" / "tnf"
+    for chunk in range(-(-tnf.shape[0] // per_chunk)):
+        a, b = chunk * per_chunk, min(tnf.shape[0], (chunk + 1) * per_chunk)
+        if has_bases[a:b].any() and not _chunk_file(folder, chunk).exists():
+            problems.append(
+                f"core/features.zarr/tnf: chunk {chunk} (rows {a}-{b - 1}) is missing on disk"
+            )
     return problems
+
+
+def _chunk_file(array_dir: Path, chunk: int) -> Path:
+    # Zarr v3 default chunk key encoding: c/<i>/<j> ('/' separator); TNF has one column chunk.
+    return array_dir / "c" / str(chunk) / "0"

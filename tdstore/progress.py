@@ -18,6 +18,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from tdstore._killpoints import maybe_kill
+
 log = logging.getLogger("tdstore")
 
 
@@ -88,6 +90,7 @@ class Progress:
         return ", ".join(parts)
 
     def advance(self, amount: float = 1, **extra: float) -> None:
+        maybe_kill("progress")  # a crash point for tests; free unless armed
         self.done += amount
         for key, value in extra.items():
             self.extra[key] = self.extra.get(key, 0.0) + value

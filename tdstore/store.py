@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from tdstore import __version__
-from tdstore.atomic import write_json_atomic
+from tdstore.atomic import TMP_MARK, write_json_atomic
 from tdstore.errors import ConflictError, IncompleteError, SchemaError, UsageError
 from tdstore.schemas import check_metadata
 from tdstore.schemas import declarations as S
@@ -76,7 +76,8 @@ def init(path: Path | str, *, exist_ok: bool = False) -> Store:
         if exist_ok:
             return Store(path)
         raise ConflictError(f"{path}: already a tdstore store")
-    if path.exists() and any(path.iterdir()):
+    # A stray manifest temporary (init killed before its rename) does not make it non-empty.
+    if path.exists() and any(TMP_MARK not in p.name for p in path.iterdir()):
         raise ConflictError(
             f"{path}: directory exists and is not empty; refusing to make it a store"
         )

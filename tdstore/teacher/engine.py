@@ -84,11 +84,17 @@ def pack_batches(lengths: np.ndarray, budget: int, start: int = 0) -> tuple[int,
     """The batch that starts at ``start`` of length-sorted (descending) windows: (start, stop).
 
     Its padded size (count x longest) stays within ``budget``; a window longer than the
-    budget goes alone.
+    budget goes alone. Once the batch fills half of the budget it also stops before
+    a window shorter than 90% of its longest, so padding stays small on short lists.
     """
-    longest = int(lengths[start])
-    count = max(1, budget // max(longest, 1))
-    return start, min(len(lengths), start + count)
+    longest = max(int(lengths[start]), 1)
+    stop = min(len(lengths), start + max(1, budget // longest))
+    enough = max(1, budget // (2 * longest))  # windows that make a reasonably full batch
+    if stop - start > enough:
+        short = np.nonzero(lengths[start + enough : stop] < 0.9 * longest)[0]
+        if short.size:
+            stop = start + enough + int(short[0])
+    return start, stop
 
 
 class Engine:

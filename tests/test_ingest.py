@@ -343,3 +343,16 @@ def test_bad_record_late_in_file_leaves_store_unchanged(tmp_path, monkeypatch):
         ingest(store, fasta, min_length=100, show_progress=False)
     assert _snapshot(store.path) == before
     assert not [t for t in threading.enumerate() if t.name.startswith("tdstore-ingest")]
+
+
+def test_all_n_contig_has_null_gc_and_all_n_assembly_is_refused(tmp_path):
+    rng = np.random.default_rng(9)
+    fasta = _write_fasta(tmp_path / "c.fa", {"gap": "N" * 300, "real": _random_seq(rng, 300)})
+    store = tdstore.init(tmp_path / "s")
+    ingest(store, fasta, min_length=100, show_progress=False)
+    table = store.contigs().to_pydict()
+    assert table["gc"][0] is None and table["n_count"][0] == 300
+    assert 0 < table["gc"][1] < 1
+    only_n = _write_fasta(tmp_path / "n.fa", {"gap": "N" * 300})
+    with pytest.raises(BadInputError, match="every kept contig is only N"):
+        ingest(tdstore.init(tmp_path / "s2"), only_n, min_length=100, show_progress=False)

@@ -204,6 +204,15 @@ class _ChunkedAppender:
         self.n_pending = 0
         self.n_written = 0
 
+    @classmethod
+    def create(cls, group: Any, name: str, n_cols: int) -> _ChunkedAppender:
+        """An empty (0, n_cols) float32 array; its attributes are set once complete."""
+        chunk = chunk_rows(max(n_cols, 1), 4)
+        array = group.create_array(
+            name, shape=(0, n_cols), chunks=(chunk, max(n_cols, 1)), dtype="float32"
+        )
+        return cls(array, chunk)
+
     def append(self, rows: np.ndarray) -> None:
         self.pending.append(rows)
         self.n_pending += len(rows)
@@ -253,6 +262,64 @@ class _Moments:
         return np.sqrt(self.m2 / self.n) if self.n else np.zeros_like(self.m2)
 
 
+class _AbundanceAligner:
+    """Picks the abundance rows of kept contigs, in FASTA order, and keeps the books."""
+
+    def __init__(self, table: AbundanceTable | None):
+        self.table = table
+        self.n_samples = len(table.samples) if table else 0
+        self.used = np.zeros(len(table.ids) if table else 0, dtype=bool)
+        self.kept_rows: list[np.ndarray] = []
+        self.missing: list[str] = []
+        self.n_missing = 0
+        self.n_filtered_rows = 0
+
+    def rows(self, batch: FastaBatch, kept: np.ndarray) -> np.ndarray | None:
+        """The batch's kept contigs' rows (None once any kept contig had no row)."""
+        if self.table is None:
+            return None
+        index = self.table.index
+        kept_ids = [batch.ids[i] for i in np.flatnonzero(kept).tolist()]
+        where = np.array([index.get(cid, -1) for cid in kept_ids], dtype=np.int64)
+        absent = np.flatnonzero(where < 0)
+        self.n_missing += len(absent)
+        self.missing.extend(kept_ids[i] for i in absent[: _SHOW_MISSING - len(self.missing)])
+        for i in np.flatnonzero(~kept).tolist():
+            j = index.get(batch.ids[i])
+            if j is not None:
+                self.n_filtered_rows += 1
+                self.used[j] = True
+        if self.n_missing:
+            return None
+        self.used[where] = True
+        rows = self.table.values[where]
+        self.kept_rows.append(rows)
+        return rows
+
+    def check_complete(self) -> None:
+        if self.n_missing and self.table is not None:
+            raise BadInputError(
+                f"{self.table.path}: {self.n_missing} kept contig(s) have no abundance row, "
+                f"e.g. {', '.join(self.missing)}"
+            )
+
+    def matrix(self, n_kept: int) -> np.ndarray:
+        if not self.kept_rows:
+            return np.zeros((n_kept, self.n_samples), dtype=np.float32)
+        return np.concatenate(self.kept_rows)
+
+    def report(self) -> dict[str, Any]:
+        unknown = np.flatnonzero(~self.used)
+        return {
+            "rows": len(self.used),
+            "rows_unknown_contig": len(unknown),
+            "rows_filtered_contig": self.n_filtered_rows,
+            "unknown_examples": [self.table.ids[j] for j in unknown[:_SHOW_MISSING]]
+            if self.table
+            else [],
+        }
+
+
 def _write_core(
     store: Store,
     staging: Path,
@@ -265,36 +332,23 @@ def _write_core(
 ) -> dict[str, Any]:
     import zarr
 
-    n_samples = len(table.samples) if table is not None else 0
+    aligner = _AbundanceAligner(table)
     group = zarr.open_group(str(staging / "features.zarr"), mode="w", zarr_format=3)
-    tnf_chunk = chunk_rows(tnf_mod.N_TNF, 4)
-    # Attributes carry the refhash, known only at the end: set then.
-    tnf_array = group.create_array(
-        "tnf", shape=(0, tnf_mod.N_TNF), chunks=(tnf_chunk, tnf_mod.N_TNF), dtype="float32"
-    )
-    ab_chunk = chunk_rows(max(n_samples, 1), 4)
-    ab_array = group.create_array(
-        "abundance", shape=(0, n_samples), chunks=(ab_chunk, max(n_samples, 1)), dtype="float32"
-    )
-    tnf_out = _ChunkedAppender(tnf_array, tnf_chunk)
-    ab_out = _ChunkedAppender(ab_array, ab_chunk)
+    tnf_out = _ChunkedAppender.create(group, "tnf", tnf_mod.N_TNF)
+    ab_out = _ChunkedAppender.create(group, "abundance", aligner.n_samples)
     moments = _Moments(tnf_mod.N_TNF)
-
     kept_ids: list[str] = []
-    kept_abundance: list[np.ndarray] = []
-    abundance_used = np.zeros(len(table.ids) if table else 0, dtype=bool)
-    missing: list[str] = []
-    n_missing = 0
-    n_filtered = n_filtered_with_row = 0
-    n_bases = 0
+    n_filtered = n_bases = 0
+    n_with_bases = 0  # kept contigs with at least one A/C/G/T (all-N assemblies are refused)
     samples_seen: set[str] = set()
     total = fasta.stat().st_size if fasta.is_file() and not _compressed(fasta) else None
 
-    contig_path = staging / "contigs.parquet"
     with (
         _Background() as background,
         Progress("ingest", total=total, unit="bp", enabled=show_progress) as bar,
-        TableWriter(contig_path, S.CONTIGS, metadata={"min_length": min_length}) as contigs_out,
+        TableWriter(
+            staging / "contigs.parquet", S.CONTIGS, metadata={"min_length": min_length}
+        ) as contigs_out,
         TableWriter(staging / "sequences.parquet", S.SEQUENCES) as seqs_out,
     ):
         # Parsing and counting run one batch ahead of the writers (numpy, zstd and
@@ -310,67 +364,31 @@ def _write_core(
             samples = [sample or sample_of(cid) for cid in batch.ids]
             samples_seen.update(s for s in samples if s)
             contigs_out.write(_contig_rows(batch, rows, kept, samples))
-
-            batch_kept_ids = [batch.ids[i] for i in kept_idx.tolist()]
-            kept_ids.extend(batch_kept_ids)
+            kept_ids.extend(batch.ids[i] for i in kept_idx.tolist())
             n_filtered += len(batch) - len(kept_idx)
             n_bases += int(lengths[kept_idx].sum())
+            n_with_bases += int((batch.n_count[kept_idx] < lengths[kept_idx]).sum())
             if len(kept_idx):
                 seqs_out.write(_sequence_rows(batch, kept_idx, first_row))
-                tnf = _batch_tnf(batch, kept_idx)
+                tnf = tnf_mod.project(batch.tetramers[kept_idx])
                 tnf_out.append(tnf)
                 moments.add(tnf)
-            if table is not None:
-                where = np.array([table.index.get(cid, -1) for cid in batch_kept_ids], np.int64)
-                absent = np.flatnonzero(where < 0)
-                n_missing += len(absent)
-                missing.extend(batch_kept_ids[i] for i in absent[: _SHOW_MISSING - len(missing)])
-                if not n_missing:
-                    rows_ab = table.values[where]
-                    abundance_used[where] = True
-                    ab_out.append(rows_ab)
-                    kept_abundance.append(rows_ab)
-                for i in np.flatnonzero(~kept).tolist():
-                    j = table.index.get(batch.ids[i])
-                    if j is not None:
-                        n_filtered_with_row += 1
-                        abundance_used[j] = True
+            abundance_rows = aligner.rows(batch, kept)
+            if abundance_rows is not None:
+                ab_out.append(abundance_rows)
             bar.advance(int(lengths.sum()), contigs=len(batch))
 
-        if not kept_ids:
-            raise BadInputError(
-                f"{fasta}: no contig is at least {min_length} bp long "
-                f"({n_filtered} contigs, all filtered)"
-            )
-        if n_missing:
-            raise BadInputError(
-                f"{table.path if table else ''}: {n_missing} kept contig(s) have no abundance "
-                f"row, e.g. {', '.join(missing)}"
-            )
+        _check_contents(fasta, kept_ids, n_filtered, n_with_bases, min_length)
+        aligner.check_complete()
         if table is None:
             ab_out.append(np.zeros((len(kept_ids), 0), dtype=np.float32))
         tnf_out.close()
         ab_out.close()
-
         refhash = refhash_of(kept_ids)
-        tnf_array.attrs.update(S.TNF.attrs(refhash=refhash))
-        ab_array.attrs.update(
-            S.ABUNDANCE.attrs(refhash=refhash, samples=list(table.samples) if table else [])
-        )
+        tnf_out.array.attrs.update(S.TNF.attrs(refhash=refhash))
+        samples_names = list(table.samples) if table else []
+        ab_out.array.attrs.update(S.ABUNDANCE.attrs(refhash=refhash, samples=samples_names))
 
-    abundance_matrix = (
-        np.concatenate(kept_abundance)
-        if kept_abundance
-        else np.zeros((len(kept_ids), n_samples), dtype=np.float32)
-    )
-    stats = _normalisation(moments, abundance_matrix)
-    extra = [table.ids[j] for j in np.flatnonzero(~abundance_used)[:_SHOW_MISSING]] if table else []
-    abundance_report = {
-        "rows": len(table.ids) if table else 0,
-        "rows_unknown_contig": int((~abundance_used).sum()) if table else 0,
-        "rows_filtered_contig": n_filtered_with_row,
-        "unknown_examples": extra,
-    }
     sources: dict[str, Any] = {
         "fasta": {
             "path": str(fasta.resolve()),
@@ -384,34 +402,51 @@ def _write_core(
             "size": table.size,
             "md5": table.md5,
         }
-    core = S.CORE.stamp(
-        {
-            "refhash": refhash,
-            "n_contigs": len(kept_ids),
-            "n_filtered": n_filtered,
-            "n_bases": n_bases,
-            "min_length": min_length,
-            "samples": list(table.samples) if table else [],
-            "contig_samples": sorted(samples_seen),
-            "sources": sources,
-            "abundance_rows": abundance_report,
-            "normalisation": stats.to_dict(),
-            "tdstore_version": __version__,
-            "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+    summary = {
+        "refhash": refhash,
+        "n_contigs": len(kept_ids),
+        "n_filtered": n_filtered,
+        "n_bases": n_bases,
+        "min_length": min_length,
+        "samples": samples_names,
+        "contig_samples": sorted(samples_seen),
+        "abundance_rows": aligner.report(),
+    }
+    stats = _normalisation(moments, aligner.matrix(len(kept_ids)))
+    write_json_atomic(
+        staging / "core.json",
+        S.CORE.stamp(
+            {
+                **summary,
+                "sources": sources,
+                "normalisation": stats.to_dict(),
+                "tdstore_version": __version__,
+                "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        ),
     )
-    write_json_atomic(staging / "core.json", core)
     return {
         "store": str(store.path),
         "contigs": len(kept_ids),
         "filtered": n_filtered,
         "bases": n_bases,
-        "samples": core["samples"],
-        "contig_samples": core["contig_samples"],
-        "min_length": min_length,
-        "refhash": refhash,
-        "abundance_rows": abundance_report,
+        **summary,
     }
+
+
+def _check_contents(
+    fasta: Path, kept_ids: list[str], n_filtered: int, n_with_bases: int, min_length: int
+) -> None:
+    if not kept_ids:
+        raise BadInputError(
+            f"{fasta}: no contig is at least {min_length} bp long "
+            f"({n_filtered} contigs, all filtered)"
+        )
+    if not n_with_bases:
+        raise BadInputError(
+            f"{fasta}: every kept contig is only N (no A/C/G/T base), e.g. contig "
+            f"{kept_ids[0]!r}; not a nucleotide assembly?"
+        )
 
 
 def _compressed(path: Path) -> bool:
@@ -452,10 +487,6 @@ def _sequence_rows(batch: FastaBatch, kept_idx: np.ndarray, first_row: int) -> p
     )
     rows = pa.array(np.arange(first_row, first_row + len(kept_idx), dtype=np.int64))
     return pa.table({"row": rows, "sequence": sequences})
-
-
-def _batch_tnf(batch: FastaBatch, kept_idx: np.ndarray) -> np.ndarray:
-    return tnf_mod.project(batch.tetramers[kept_idx])
 
 
 def _normalisation(moments: _Moments, abundance: np.ndarray) -> NormalisationStats:

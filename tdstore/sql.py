@@ -309,17 +309,14 @@ class _Views:
         if not with_lineage:
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {base}")
             return
-        extra = ", ".join(f'x."{c}"' for c in LINEAGE_COLUMNS)
-        # Grouping by taxon_id proves the join key unique, so DuckDB's join elimination
-        # drops the join from queries that use none of the lineage columns (4x faster scans).
-        lineage = ", ".join(
-            ["any_value(rank) AS taxon_rank", "any_value(name) AS taxon_name"]
-            + [f'any_value("{r}") AS "{r}"' for r in RANKS]
-        )
+        # Lineage columns are looked up by position in one row of lists (taxon ids are dense)
+        # rather than joined: a query that uses none of them pays nothing, and DuckDB's join
+        # elimination does not reach a join under another join. Negative ids give NULL.
+        index = "greatest(b.taxon_id, -1) + 1"
+        extra = ", ".join(f'x."{c}"[{index}] AS "{c}"' for c in LINEAGE_COLUMNS)
         self.con.execute(
-            f"CREATE VIEW {view} AS SELECT b.*, {extra} FROM {base} b LEFT JOIN "
-            f"(SELECT taxon_id, {lineage} FROM lineages GROUP BY taxon_id) x "
-            "ON x.taxon_id = b.taxon_id"
+            f"CREATE VIEW {view} AS SELECT b.*, {extra} FROM {base} b "
+            f"CROSS JOIN {INTERNAL}.lineage_lists x"
         )
 
     # -- the views
@@ -352,10 +349,20 @@ class _Views:
             )
         finally:
             self.con.unregister("_tdstore_tmp")
-        cases = " ".join(f'WHEN {quote(r)} THEN "{r}"' for r in RANKS)
+        lists = ", ".join(
+            [
+                "list(rank ORDER BY taxon_id) AS taxon_rank",
+                "list(name ORDER BY taxon_id) AS taxon_name",
+            ]
+            + [f'list("{r}" ORDER BY taxon_id) AS "{r}"' for r in RANKS]
+        )
+        self.con.execute(f"CREATE TABLE {INTERNAL}.lineage_lists AS SELECT {lists} FROM lineages")
+        # Positional lookups in the one-row table: no column named like the argument can
+        # capture it (a subquery over lineages would bind ``taxon_id`` to its own column).
+        cases = " ".join(f'WHEN {quote(r)} THEN x."{r}"[greatest(t, -1) + 1]' for r in RANKS)
         self.con.execute(
             "CREATE MACRO rank_name(t, r) AS "
-            f"(SELECT CASE lower(r) {cases} END FROM lineages WHERE taxon_id = t)"
+            f"(SELECT CASE lower(r) {cases} END FROM {INTERNAL}.lineage_lists x)"
         )
         listed = ", ".join(quote(r) for r in RANKS)
         self.con.execute(f"CREATE MACRO rank_depth(r) AS list_position([{listed}], lower(r))")

@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--load-repeat", type=int, default=2, help="runs of each load")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-load", action="store_true", help="queries only")
+    parser.add_argument("--skip-queries", action="store_true", help="loading only")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
 
@@ -225,8 +226,9 @@ def main() -> None:
     info["generate_s"] = time.perf_counter() - start
     store = tdstore.open(path)
     info["contigs"] = store.n_contigs
-    info["queries"] = bench_queries(store, args.repeat)
-    info["subset"] = bench_subset(store)
+    info["queries"] = [] if args.skip_queries else bench_queries(store, args.repeat)
+    if not args.skip_queries:
+        info["subset"] = bench_subset(store)
     if not args.skip_load:
         info["load"] = bench_load(store, args.load_repeat, args.seed)
     print(json.dumps(info, indent=2))

@@ -146,6 +146,16 @@ def test_labels_have_rank_columns_and_rank_name(store):
     assert got[4]["family"] is None  # unclassified (root)
     assert got[6]["sp"] is None and got[6]["family"] == "f__Bacteroidaceae"
     assert store.sql("SELECT rank_depth('genus') AS d").column("d").to_pylist() == [6]
+    # In a WHERE clause too (a subquery over lineages would capture the name taxon_id).
+    by_macro = store.sql(
+        "SELECT row FROM labels WHERE rank_name(taxon_id, 'genus') = 'g__Bacteroides' "
+        "AND label_set = 'mmseqs' ORDER BY row"
+    )
+    by_column = store.sql(
+        "SELECT row FROM labels WHERE genus = 'g__Bacteroides' AND label_set = 'mmseqs' "
+        "ORDER BY row"
+    )
+    assert by_macro.equals(by_column) and by_macro.num_rows == 4
 
 
 def test_label_agreement_query(store):
@@ -169,6 +179,7 @@ def test_label_agreement_query(store):
         "EXPLAIN ANALYZE COPY (SELECT 1) TO '{out}'",
         "CREATE TABLE t AS SELECT 1",
         "SET enable_external_access = true",
+        "SET VARIABLE x = 1",
         "INSTALL httpfs",
         "PRAGMA version",
     ],

@@ -465,6 +465,16 @@ def embed(
     validate_name(name, "embedding set")
     attrs = open_or_create(store, name, backend.recipe(), n_shards=n_shards, workers=count)
     path = set_path(store, name)
+    log.info(
+        "embed %s: tdstore %s, worker %d/%d, model %s, settings %s, fingerprint %s",
+        name,
+        __version__,
+        index,
+        count,
+        backend.label,
+        backend.settings,
+        attrs["fingerprint"],
+    )
     mine = list(range(index, int(attrs["n_shards"]), count))
     pending = [s for s in mine if read_marker(path, s) is None]
     summary: dict[str, Any] = {

@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tdstore.losses import flat_softmax_nll
-from tdstore.student.kd import SparseTeacher, joint_loss, soft_label_loss
+from tdstore.student.kd import SparseTeacher, flat_softmax_nll, joint_loss, soft_label_loss
 from tdstore.student.network import StudentNet
 
 SCHEDULES = ("onecycle", "cosine", "constant")

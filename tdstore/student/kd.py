@@ -15,7 +15,27 @@ from dataclasses import dataclass
 
 import torch
 
-from tdstore.losses import flat_softmax_nll
+
+def flat_softmax_nll(
+    logits: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, *, reduction: str = "mean"
+) -> torch.Tensor:
+    """Taxometer's hierarchical loss, -log(sum of softmax over leaves [lo, hi)).
+
+    The same value as :func:`tdstore.losses.flat_softmax_nll` (a test checks), computed as
+    logsumexp(all) - logsumexp(masked to the range) in the logits' precision: about 20x
+    cheaper than a double-precision running logcumsumexp and its backward on CPU. Root
+    labels span every leaf and give exactly zero.
+    """
+    columns = torch.arange(logits.shape[1], device=logits.device)
+    inside = (columns[None, :] >= lo[:, None]) & (columns[None, :] < hi[:, None])
+    log_total = torch.logsumexp(logits, dim=1)
+    log_node = torch.logsumexp(logits.masked_fill(~inside, -torch.inf), dim=1)
+    nll = log_total - log_node
+    if reduction == "none":
+        return nll
+    if reduction == "sum":
+        return nll.sum()
+    return nll.mean()
 
 
 @dataclass
@@ -76,13 +96,14 @@ def sparse_kl(
 ) -> torch.Tensor:
     """Per-row KL(teacher_T || softmax(student / T)) for a top-k + rest-mass teacher."""
     n_leaves = student_logits.shape[1]
-    log_student = torch.log_softmax(student_logits.double() / temperature, dim=1)
+    # The (n, L) part stays in the logits' precision; the small (n, k) parts use float64.
+    log_student = torch.log_softmax(student_logits / temperature, dim=1)
     q_top, q_each, n_other = temper_sparse(prob, rest, n_leaves, temperature)
     valid = prob > 0
-    gathered = log_student.gather(1, index.clamp(0, n_leaves - 1))
+    gathered = log_student.gather(1, index.clamp(0, n_leaves - 1)).double()
     gathered = torch.where(valid, gathered, torch.zeros_like(gathered))
     # The "other" leaves are all leaves minus the k listed ones.
-    other_log_sum = log_student.sum(1) - gathered.sum(1)
+    other_log_sum = log_student.sum(1, dtype=torch.float64) - gathered.sum(1)
     kl = (
         _xlogx(q_top).sum(1)
         - (q_top * gathered).sum(1)

@@ -18,12 +18,12 @@ N_DEPTHS = len(RANKS) + 1  # 0 = unclassified ... 7 = species
 
 
 class StudentNet(nn.Module):
-    """Leaf logits for the flat softmax, and depth logits from a detached probe.
+    """Leaf logits for the flat softmax, and depth logits from a probe on the last hidden layer.
 
-    The depth probe reads the last hidden layer through ``detach()``: it learns how
-    deep the label source usually goes for contigs like this one (novel species get
-    only genus labels) without changing what the leaf path learns, so ``--no-teacher``
-    stays plain Taxometer.
+    The probe (fitted after training, see ``fit.fit_depth_probe``; ``detach()`` keeps
+    it out of the leaf path's gradients) predicts how deep the label source goes for
+    contigs like this one: contigs of species absent from the reference get genus
+    labels only. The leaf path is untouched, so ``--no-teacher`` stays plain Taxometer.
     """
 
     def __init__(

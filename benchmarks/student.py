@@ -1,0 +1,333 @@
+"""Student benchmark: vamb taxometer vs tdstore train (plain, then distilled), side by side.
+
+One simulated metagenome; vamb 5.0.4 runs from its own venv (never in CI). Each tool
+runs as a separate process under ``/usr/bin/time -v`` (wall time, peak RSS); F1 per
+rank is computed here against the simulator's gold standard with the TaxDistill
+definitions (per contig; a call counts if its score > 0.8; precision =
+correct / (correct + wrong); recall = correct / all gold contigs)::
+
+    python benchmarks/student.py --contigs 20000 --epochs 20 --workdir /tmp/bench-student
+    python benchmarks/student.py --contigs 20000 --epochs 20 --workdir /tmp/bench-student --skip-vamb
+
+Preparation (simulate, ingest, labels, kmer embeddings, teach) is reused from the
+workdir and not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TDSTORE = str(Path(sys.executable).with_name("tdstore"))
+RANKS = ("domain", "phylum", "class", "order", "family", "genus", "species")
+THRESHOLD = 0.8
+
+
+def sh(args: list[str], log: Path | None = None, threads: int = 1) -> dict:
+    """Run a command under /usr/bin/time -v; returns wall seconds and peak RSS (MiB)."""
+    env = {
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TDSTORE_QUIET": "1",
+        "PATH": "/usr/bin:/bin",
+    }
+    started = time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", *args], capture_output=True, text=True, env=env, check=False
+    )
+    wall = time.perf_counter() - started
+    if log is not None:
+        log.write_text(proc.stdout + "\n" + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    return {"wall_s": wall, "peak_rss_mib": int(peak.group(1)) / 1024 if peak else None}
+
+
+def prepare(work: Path, n_contigs: int, seed: int) -> Path:
+    store = work / "s.tdstore"
+    if (store / "soft_labels" / "kt.parquet").exists():
+        return store
+    sim = work / "sim"
+    steps = [
+        ["simulate", str(sim), "--contigs", str(n_contigs), "--seed", str(seed)],
+        ["init", str(store)],
+        [
+            "ingest",
+            str(store),
+            "--fasta",
+            str(sim / "contigs.fna.gz"),
+            "--abundance",
+            str(sim / "abundance.tsv"),
+        ],
+        [
+            "labels",
+            "import",
+            str(store),
+            "mmseqs",
+            str(sim / "labels.tsv"),
+            "--format",
+            "taxometer",
+        ],
+        ["labels", "import", str(store), "gold", str(sim / "gold.tsv"), "--format", "taxometer"],
+        ["embed", str(store), "--model", "kmer:4"],
+        ["teach", str(store), "--embeddings", "kmer4", "--labels", "mmseqs", "--name", "kt"],
+    ]
+    for step in steps:
+        print("prepare:", " ".join(step[:2]), flush=True)
+        sh([TDSTORE, *step], threads=2)
+    return store
+
+
+def read_gold(path: Path) -> tuple[dict[str, list[str]], dict[str, bool]]:
+    lineages, novel = {}, {}
+    with open(path) as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        has_novel = "novel" in header
+        for line in handle:
+            fields = line.rstrip("\n").split("\t")
+            lineages[fields[0]] = [n for n in fields[1].split(";") if n]
+            if has_novel:
+                novel[fields[0]] = fields[2].strip().lower() in {"true", "1", "yes"}
+    return lineages, novel
+
+
+def _norm(name: str) -> str:
+    # Compare names with their rank prefix normalised (d__X and d_X are the same taxon).
+    return re.sub(r"^([a-z])_{1,2}", r"\1__", name)
+
+
+def f1_table(
+    calls: dict[str, list[tuple[str, float]]], gold: dict[str, list[str]], novel: dict[str, bool]
+) -> dict:
+    """Per-rank P/R/F1 over gold contigs, plus known-species F1 and novel wrong-species rate."""
+    contigs = sorted(c for c in gold if gold[c])
+    out: dict = {}
+    for r, rank in enumerate(RANKS):
+        for group, members in (
+            ("all", contigs),
+            ("known", [c for c in contigs if not novel.get(c, False)]),
+            ("novel", [c for c in contigs if novel.get(c, False)]),
+        ):
+            correct = wrong = 0
+            with_truth = 0
+            for contig in members:
+                truth = gold[contig][r] if len(gold[contig]) > r else None
+                call = calls.get(contig, [])
+                called = call[r][0] if len(call) > r and call[r][1] > THRESHOLD else None
+                if truth is not None:
+                    with_truth += 1
+                if called is None:
+                    continue
+                if truth is not None and _norm(called) == _norm(truth):
+                    correct += 1
+                else:
+                    wrong += 1
+            precision = correct / max(1, correct + wrong)
+            recall = correct / max(1, with_truth)
+            f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+            out.setdefault(group, {})[rank] = {
+                "f1": round(f1, 4),
+                "precision": round(precision, 4),
+                "recall": round(recall, 4),
+                "wrong": wrong,
+                "n": len(members),
+            }
+    return out
+
+
+def vamb_calls(path: Path) -> dict[str, list[tuple[str, float]]]:
+    calls = {}
+    with open(path) as handle:
+        handle.readline()
+        for line in handle:
+            contig, names, scores = line.rstrip("\n").split("\t")
+            names_l = [n for n in names.split(";") if n]
+            scores_l = [float(s) for s in scores.split(";") if s]
+            calls[contig] = list(zip(names_l, scores_l, strict=True))
+    return calls
+
+
+def tdstore_calls(store: Path, run: str, column: str) -> dict[str, list[tuple[str, float]]]:
+    sys.path.insert(0, str(ROOT))
+    import tdstore
+    from tdstore.student.runs import load_predictions
+
+    opened = tdstore.open(store)
+    names = opened.taxonomy().names
+    table, _ = load_predictions(opened, run)
+    calls = {}
+    for contig, ids, scores in zip(
+        table.column("contig_id").to_pylist(),
+        table.column("lineage_ids").to_pylist(),
+        table.column(column).to_pylist(),
+        strict=True,
+    ):
+        calls[contig] = [(names[t], s) for t, s in zip(ids, scores, strict=True)]
+    return calls
+
+
+def vamb_epoch_rates(log: Path, n_rows: int) -> list[float]:
+    stamps = []
+    for line in log.read_text().splitlines():
+        match = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) .*Epoch: \d+\t", line)
+        start = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) .*N labels:", line)
+        for m in (start, match):
+            if m:
+                stamps.append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp())
+    gaps = np.diff(stamps)
+    return [n_rows / g for g in gaps if g > 0]
+
+
+def run_tdstore(store: Path, name: str, args: list[str], work: Path, threads: int) -> dict:
+    result = sh(
+        [TDSTORE, "train", str(store), "--labels", "mmseqs", "--name", name, "--overwrite", *args],
+        log=work / f"{name}.log",
+        threads=threads,
+    )
+    doc = json.loads((store / "runs" / name / "run.json").read_text())
+    rates = [h["samples_per_s"] for h in doc["history"]]
+    result.update(
+        epochs_run=len(doc["history"]),
+        best_epoch=doc["best_epoch"],
+        train_s=doc["timings"]["train_s"],
+        predict_s=doc["timings"]["predict_s"],
+        samples_per_s=float(np.median(rates)),
+        rows=doc["counts"]["train_rows"],
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contigs", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--fast-epochs", type=int, default=0, help="extra tdstore runs this long")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-student"))
+    parser.add_argument("--vamb", default="/tmp/vambenv/bin/vamb")
+    parser.add_argument("--skip-vamb", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    store = prepare(work, args.contigs, args.seed)
+    gold, novel = read_gold(work / "sim" / "gold.tsv")
+    # Only contigs the store keeps (>= 2 kbp; vamb drops the same with -m 2000).
+    sys.path.insert(0, str(ROOT))
+    import tdstore
+
+    kept = set(tdstore.open(store).contig_ids().tolist())
+    gold = {c: lineage for c, lineage in gold.items() if c in kept}
+    labels = vamb_calls_from_labels(work / "sim" / "labels.tsv")
+    results: dict = {
+        "contigs": args.contigs,
+        "kept": len(gold),
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "f1": {"labels": f1_table(labels, gold, novel)},
+        "runs": {},
+    }
+    if not args.skip_vamb:
+        out = work / "vamb"
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        timing = sh(
+            [
+                args.vamb,
+                "taxometer",
+                "--outdir",
+                str(out),
+                "--fasta",
+                str(work / "sim" / "contigs.fna.gz"),
+                "--abundance_tsv",
+                str(work / "sim" / "abundance.tsv"),
+                "--taxonomy",
+                str(work / "sim" / "labels.tsv"),
+                "-pe",
+                str(args.epochs),
+                "-pt",
+                "1024",
+                "-p",
+                str(args.threads),
+                "--seed",
+                "0",
+            ],
+            log=work / "vamb.log",
+            threads=args.threads,
+        )
+        rates = vamb_epoch_rates(out / "log.txt", len(gold))
+        timing.update(samples_per_s=float(np.median(rates)) if rates else None, rows=len(gold))
+        results["runs"]["vamb"] = timing
+        results["f1"]["vamb"] = f1_table(vamb_calls(out / "results_taxometer.tsv"), gold, novel)
+        print("vamb", json.dumps(timing), flush=True)
+    plans = [
+        ("plain", ["--no-teacher", "--epochs", str(args.epochs)]),
+        ("kd", ["--soft-labels", "kt", "--epochs", str(args.epochs)]),
+    ]
+    if args.fast_epochs:
+        plans += [
+            ("plain-fast", ["--no-teacher", "--epochs", str(args.fast_epochs), "--lr", "3e-3"]),
+            ("kd-fast", ["--soft-labels", "kt", "--epochs", str(args.fast_epochs), "--lr", "3e-3"]),
+        ]
+    for name, extra in plans:
+        timing = run_tdstore(store, name, extra, work, args.threads)
+        results["runs"][name] = timing
+        results["f1"][name] = f1_table(tdstore_calls(store, name, "lineage_scores"), gold, novel)
+        results["f1"][name + ":raw"] = f1_table(
+            tdstore_calls(store, name, "raw_scores"), gold, novel
+        )
+        print(name, json.dumps(timing), flush=True)
+    print_summary(results)
+    target = args.json or work / "results.json"
+    target.write_text(json.dumps(results, indent=2))
+    print("results:", target)
+
+
+def vamb_calls_from_labels(path: Path) -> dict[str, list[tuple[str, float]]]:
+    """The input labels as calls with score 1 at every rank of their lineage."""
+    calls = {}
+    with open(path) as handle:
+        handle.readline()
+        for line in handle:
+            fields = line.rstrip("\n").split("\t")
+            calls[fields[0]] = [(n, 1.0) for n in fields[1].split(";") if n]
+    return calls
+
+
+def print_summary(results: dict) -> None:
+    sources = list(results["f1"])
+    print("\nF1 per rank (all gold contigs, score > 0.8)")
+    print("| rank | " + " | ".join(sources) + " |")
+    print("|---" * (len(sources) + 1) + "|")
+    for rank in RANKS:
+        cells = [f"{results['f1'][s]['all'][rank]['f1']:.3f}" for s in sources]
+        print(f"| {rank} | " + " | ".join(cells) + " |")
+    known = [f"{results['f1'][s]['known']['species']['f1']:.3f}" for s in sources]
+    print("| known species F1 | " + " | ".join(known) + " |")
+    wrong = []
+    for s in sources:
+        novel = results["f1"][s]["novel"]["species"]
+        wrong.append(f"{novel['wrong'] / max(1, novel['n']):.3f}")
+    print("| novel: wrong species / novel contigs | " + " | ".join(wrong) + " |")
+    print("\n| tool | wall s | train s | samples/s (median epoch) | peak RSS MiB | epochs |")
+    print("|---|---|---|---|---|---|")
+    for name, run in results["runs"].items():
+        print(
+            f"| {name} | {run['wall_s']:.1f} | {run.get('train_s', float('nan')):.1f} | "
+            f"{run.get('samples_per_s') or float('nan'):.0f} | {run['peak_rss_mib']:.0f} | "
+            f"{run.get('epochs_run', results['epochs'])} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

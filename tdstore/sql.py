@@ -309,14 +309,18 @@ class _Views:
         if not with_lineage:
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {base}")
             return
-        # Lineage columns are looked up by position in one row of lists (taxon ids are dense)
-        # rather than joined: a query that uses none of them pays nothing, and DuckDB's join
-        # elimination does not reach a join under another join. Negative ids give NULL.
-        index = "greatest(b.taxon_id, -1) + 1"
-        extra = ", ".join(f'x."{c}"[{index}] AS "{c}"' for c in LINEAGE_COLUMNS)
+        extra = ", ".join(f'x."{c}"' for c in LINEAGE_COLUMNS)
+        # Grouping by taxon_id proves the join key unique, so DuckDB's join elimination drops
+        # the join from single-view queries that use no lineage column; a filter on a rank
+        # column becomes a filter on the small build side (faster than a per-row lookup).
+        lineage = ", ".join(
+            ["any_value(rank) AS taxon_rank", "any_value(name) AS taxon_name"]
+            + [f'any_value("{r}") AS "{r}"' for r in RANKS]
+        )
         self.con.execute(
-            f"CREATE VIEW {view} AS SELECT b.*, {extra} FROM {base} b "
-            f"CROSS JOIN {INTERNAL}.lineage_lists x"
+            f"CREATE VIEW {view} AS SELECT b.*, {extra} FROM {base} b LEFT JOIN "
+            f"(SELECT taxon_id, {lineage} FROM lineages GROUP BY taxon_id) x "
+            "ON x.taxon_id = b.taxon_id"
         )
 
     # -- the views
@@ -349,20 +353,17 @@ class _Views:
             )
         finally:
             self.con.unregister("_tdstore_tmp")
-        lists = ", ".join(
-            [
-                "list(rank ORDER BY taxon_id) AS taxon_rank",
-                "list(name ORDER BY taxon_id) AS taxon_name",
-            ]
-            + [f'list("{r}" ORDER BY taxon_id) AS "{r}"' for r in RANKS]
-        )
-        self.con.execute(f"CREATE TABLE {INTERNAL}.lineage_lists AS SELECT {lists} FROM lineages")
-        # Positional lookups in the one-row table: no column named like the argument can
-        # capture it (a subquery over lineages would bind ``taxon_id`` to its own column).
-        cases = " ".join(f'WHEN {quote(r)} THEN x."{r}"[greatest(t, -1) + 1]' for r in RANKS)
+        # The key column has a name no caller uses: a subquery over lineages itself would
+        # bind an argument spelled ``taxon_id`` to lineages' own column.
+        ranks = ", ".join(f'"{r}"' for r in RANKS)
         self.con.execute(
-            "CREATE MACRO rank_name(t, r) AS "
-            f"(SELECT CASE lower(r) {cases} END FROM {INTERNAL}.lineage_lists x)"
+            f"CREATE TABLE {INTERNAL}.rank_names AS "
+            f"SELECT taxon_id AS tdstore_taxon_key, {ranks} FROM lineages"
+        )
+        cases = " ".join(f'WHEN {quote(r)} THEN n."{r}"' for r in RANKS)
+        self.con.execute(
+            f"CREATE MACRO rank_name(t, r) AS (SELECT CASE lower(r) {cases} END "
+            f"FROM {INTERNAL}.rank_names n WHERE n.tdstore_taxon_key = t)"
         )
         listed = ", ".join(quote(r) for r in RANKS)
         self.con.execute(f"CREATE MACRO rank_depth(r) AS list_position([{listed}], lower(r))")

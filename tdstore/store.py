@@ -76,8 +76,9 @@ def init(path: Path | str, *, exist_ok: bool = False) -> Store:
         if exist_ok:
             return Store(path)
         raise ConflictError(f"{path}: already a tdstore store")
-    # A stray manifest temporary (init killed before its rename) does not make it non-empty.
-    if path.exists() and any(TMP_MARK not in p.name for p in path.iterdir()):
+    # A stray manifest temporary (init killed before its rename) does not make it non-empty,
+    # nor do empty folders (workflow engines create output folders before the job runs).
+    if path.exists() and any(p.is_file() and TMP_MARK not in p.name for p in path.rglob("*")):
         raise ConflictError(
             f"{path}: directory exists and is not empty; refusing to make it a store"
         )

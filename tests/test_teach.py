@@ -60,13 +60,25 @@ def test_train_head_reduces_loss():
     untrained = TeacherHead("linear", x.shape[1], hierarchy.leaf_ids, x.mean(0), x.std(0))
     before, _ = heldout_metrics(untrained, x, lo, hi)
     for kind in ("linear", "mlp"):
-        fit = train_head(
-            x, lo, hi, hierarchy.leaf_ids, TeachConfig(head=kind, epochs=40), seed=1
-        )
+        fit = train_head(x, lo, hi, hierarchy.leaf_ids, TeachConfig(head=kind, epochs=40), seed=1)
         after, accuracy = heldout_metrics(fit.head, x, lo, hi)
         assert after < 0.6 * before, kind
         assert accuracy > 0.75, kind
         assert fit.val_loss is not None and 1 <= fit.best_epoch <= fit.epochs_run <= 40
+
+
+def test_range_nll_equals_the_shared_flat_softmax_loss():
+    from tdstore.losses import flat_softmax_nll
+    from tdstore.teacher.teach import range_nll
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 9, generator=generator) * 4
+    lo = torch.randint(0, 9, (64,), generator=generator)
+    hi = torch.minimum(lo + torch.randint(1, 5, (64,), generator=generator), torch.tensor(9))
+    lo[:5], hi[:5] = 0, 9  # unclassified: zero loss
+    expected = flat_softmax_nll(logits, lo, hi, reduction="none")
+    torch.testing.assert_close(range_nll(logits, lo, hi), expected, atol=1e-5, rtol=1e-5)
+    assert range_nll(logits, lo, hi)[:5].abs().max() < 1e-6
 
 
 def test_folds_are_stratified_balanced_and_seeded():

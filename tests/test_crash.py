@@ -210,7 +210,6 @@ def _trial(crash, name: str, **kill) -> Outcome:  # type: ignore[no-untyped-def]
         ("ingest", "publish:2"),  # sequences.parquet written, not yet renamed in staging
         ("embed", "progress:3"),  # mid-set: some shards done
         ("embed", "published:2"),  # a shard marker just published
-        ("teach", "published:1"),  # head published, soft labels not yet
         ("train", "progress:2"),  # mid-training, run directory not published
     ],
 )
@@ -245,6 +244,7 @@ def test_killed_teach_leftover_head_is_noted_and_replaced(crash, cli):
     assert cli("info", store).exit_code == 0
     assert _rerun(step, store) == 0
     assert "note:" not in cli("check", store).stderr
+    assert _teach_result(store) == crash["reference"]["teach"]
 
 
 # ----- slow: >= 20 kill points per step ------------------------------------------------------

@@ -56,8 +56,19 @@ def info(
 
 
 def _one_line(detail: dict) -> str:
+    """Scalars as key=value; a label set's counts reduced to what users compare."""
     parts = []
     for key, value in detail.items():
+        if key in {"source", "imported_at", "created"} or value is None:
+            continue
+        if key == "counts" and isinstance(value, dict):
+            species = (value.get("classified_at") or {}).get("species")
+            value = (
+                f"matched={value.get('matched')} unclassified={value.get('unclassified')}"
+                f" to-species={species}"
+            )
+            parts.append(value)
+            continue
         if isinstance(value, dict):
             value = " ".join(f"{k}={v}" for k, v in value.items())
         parts.append(f"{key}={value}")

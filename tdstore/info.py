@@ -43,30 +43,23 @@ def store_info(store: Store) -> dict[str, Any]:
             refhash=core["refhash"],
             min_length=core["min_length"],
         )
-    for name in store.label_sets():
-        _, meta = store.labels(name)
-        info["label_sets"][name] = {
-            "format": meta.get("format"),
-            "source": meta.get("source"),
-            "counts": meta.get("counts", {}),
-        }
-    for kind in ("embeddings", "soft_labels", "subsets", "runs"):
-        info[kind] = _describe(store, kind)
+    for kind, module in STAGE_MODULES.items():
+        info[kind] = _describe(store, module)
     return info
 
 
-def _describe(store: Store, kind: str) -> dict[str, Any]:
-    """Summaries of named objects; each stage module offers ``describe(store, name)``."""
+# Each stage module that owns named objects offers list_names(store) and describe(store, name).
+STAGE_MODULES = {
+    "label_sets": "tdstore.labels",
+    "embeddings": "tdstore.teacher.embed_store",
+    "soft_labels": "tdstore.teacher.soft_labels",
+    "subsets": "tdstore.subsets",
+    "runs": "tdstore.student.runs",
+}
+
+
+def _describe(store: Store, module_name: str) -> dict[str, Any]:
     import importlib
 
-    modules = {
-        "embeddings": "tdstore.teacher.embed_store",
-        "soft_labels": "tdstore.teacher.soft_labels",
-        "subsets": "tdstore.subsets",
-        "runs": "tdstore.student.runs",
-    }
-    try:
-        module = importlib.import_module(modules[kind])
-    except ModuleNotFoundError:
-        return {}
+    module = importlib.import_module(module_name)
     return {name: module.describe(store, name) for name in module.list_names(store)}

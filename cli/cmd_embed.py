@@ -152,12 +152,14 @@ def run(
             f"(fingerprint {summary['fingerprint'][:12]})"
         )
         return
-    rate = summary["tokens"] / summary["seconds"] if summary["seconds"] else 0.0
+    busy = summary["shard_seconds"]
+    rate = f", {summary['tokens'] / busy:,.0f} tokens/s" if busy and summary["tokens"] else ""
     typer.echo(
         f"embeddings/{summary['name']}: {summary['status']}, worker {summary['worker']} "
         f"finished {summary['shards_done']} shard(s), {summary['shards_left']} left; "
-        f"{summary['computed']} contigs computed, {summary['copied']} copied, "
-        f"{summary['tokens']:,} tokens in {summary['seconds']:.1f} s ({rate:,.0f} tokens/s)"
+        f"{summary['computed']} contigs computed, {summary['copied']} copied; "
+        f"{summary['tokens']:,} tokens in {busy:.1f} s of shards{rate} "
+        f"({summary['seconds']:.1f} s in all, start-up included)"
     )
 
 

@@ -279,6 +279,7 @@ class _Context:
     computed: int = 0
     copied: int = 0
     tokens: int = 0
+    shard_seconds: float = 0.0
     _arrays: tuple[Any, Any] | None = None
 
     def arrays(self) -> tuple[Any, Any]:
@@ -379,6 +380,7 @@ def _run_shard(ctx: _Context, work: _ShardWork, progress: Any) -> dict[str, Any]
     ctx.computed += len(work.compute)
     ctx.copied += n_copied
     ctx.tokens += tokens
+    ctx.shard_seconds += marker["seconds"]
     progress.advance(work.bp - advanced[0], contigs=b - a)
     return marker
 
@@ -541,6 +543,7 @@ def embed(
         computed=ctx.computed,
         copied=ctx.copied,
         tokens=ctx.tokens,
+        shard_seconds=round(ctx.shard_seconds, 3),
         seconds=round(time.monotonic() - started, 3),
     )
     return summary

@@ -60,7 +60,7 @@ def test_train_head_reduces_loss():
     untrained = TeacherHead("linear", x.shape[1], hierarchy.leaf_ids, x.mean(0), x.std(0))
     before, _ = heldout_metrics(untrained, x, lo, hi)
     for kind in ("linear", "mlp"):
-        fit = train_head(x, lo, hi, hierarchy.leaf_ids, TeachConfig(head=kind, epochs=40), seed=1)
+        fit = train_head(x, lo, hi, hierarchy.leaf_ids, TeachConfig(head=kind, epochs=25), seed=1)
         after, accuracy = heldout_metrics(fit.head, x, lo, hi)
         assert after < 0.6 * before, kind
         assert accuracy > 0.75, kind
@@ -205,3 +205,14 @@ def test_bad_config():
         _fit(x, labels, tax, head="transformer")
     with pytest.raises(UsageError):
         _fit(x, labels, tax, folds=60)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_head_agrees_with_cpu():
+    tax, x, _, labels = _data(n=450)
+    cpu = _fit(x, labels, tax, folds=2)
+    gpu = _fit(x, labels, tax, folds=2, device="cuda")
+    agree = (cpu.summary["leaf_ids"][:, 0] == gpu.summary["leaf_ids"][:, 0]).mean()
+    assert agree > 0.9
+    assert next(gpu.final.head.buffers()).device.type == "cuda"

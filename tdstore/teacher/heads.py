@@ -12,6 +12,7 @@ Imports torch at module level: import this module only inside functions.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,14 @@ def save_head(path: Path | str, head: TeacherHead, metadata: dict[str, Any]) -> 
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
+        # safetensors creates the file 0600; give it the permissions of the store's other files.
+        os.chmod(tmp, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def read_head_metadata(path: Path | str) -> dict[str, Any]:

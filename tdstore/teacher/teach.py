@@ -39,7 +39,7 @@ DEFAULT_EPOCHS = 100
 MIN_ROWS_FOR_VALIDATION = 50
 FINAL_HEAD_TAG = 1_000_003
 # Multiply-adds per training step below which one CPU thread is faster than several.
-SMALL_STEP_MACS = 1 << 26
+SMALL_STEP_MACS = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,8 @@ def _step_macs(config: TeachConfig, hidden: int, n_leaves: int) -> int:
 def _cpu_threads(device: str, macs_per_step: int) -> Iterator[None]:
     """One CPU thread for small heads: intra-op threads cost more than they save there.
 
-    On a shared machine two threads on a tiny matmul were measured 25x slower than one.
+    On a shared 2-core machine two threads were measured 4-25x slower than one on heads
+    of this size (a 136 x 512 x 18 MLP at batch 1024 included).
     """
     import torch
 
@@ -398,11 +399,20 @@ def _cross_fit(
     fold_of_row = np.full(n_rows, -1, dtype=np.int16)
     fold_metrics: list[dict[str, Any]] = []
     n_heads = config.folds + 1 if config.folds > 1 else 1
-    with Progress("teach", total=n_heads * config.epochs, unit="epochs", enabled=progress) as bar:
+    # Early stopping skips the rest of a head's epochs, so the bar's total is an upper bound.
+    training = {"head": ""}
+    with Progress(
+        "teach",
+        total=n_heads * config.epochs,
+        unit="epochs",
+        enabled=progress,
+        status=lambda: training["head"],
+    ) as bar:
         if config.folds > 1:
             fold = assign_folds(taxa, config.folds, config.seed)
             for k in range(config.folds):
                 train, held = fold != k, fold == k
+                training["head"] = f"head of fold {k + 1}/{config.folds}"
                 fit = train_head(
                     x[train],
                     lo[train],
@@ -433,6 +443,7 @@ def _cross_fit(
                 )
                 _fill(out, rows[held], fit.head, labelled_x, hierarchy, top_k)
                 fold_of_row[rows[held]] = k
+        training["head"] = "final head (all labels)"
         final = train_head(
             x,
             lo,
@@ -519,7 +530,7 @@ def teach(
             "head": config.head,
             "folds": config.folds,
             "seed": config.seed,
-            "top_k": config.top_k,
+            "top_k": int(fit.summary["leaf_ids"].shape[1]),  # min(--top-k, leaves)
             "epochs": config.epochs,
             "temperature": 1.0,
             "leaf_ids": leaf_ids,

@@ -276,8 +276,11 @@ def main() -> None:
     ]
     if args.fast_epochs:
         plans += [
-            ("plain-fast", ["--no-teacher", "--epochs", str(args.fast_epochs), "--lr", "3e-3"]),
-            ("kd-fast", ["--soft-labels", "kt", "--epochs", str(args.fast_epochs), "--lr", "3e-3"]),
+            ("plain-fast", ["--no-teacher", "--epochs", str(args.fast_epochs)]),
+            (
+                "kd-fast",
+                ["--soft-labels", "kt", "--epochs", str(args.fast_epochs), "--alpha", "0.9"],
+            ),
         ]
     for name, extra in plans:
         timing = run_tdstore(store, name, extra, work, args.threads)

@@ -48,7 +48,14 @@ def train(
     ] = 2.0,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch.")] = 1024,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the student.")] = 1e-3,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Peak learning rate of the student (default 1e-2 one-cycle; 1e-3 for "
+            "--teacher-joint, as the paper).",
+        ),
+    ] = None,
     schedule: Annotated[
         str,
         typer.Option(
@@ -83,11 +90,13 @@ def train(
     import tdstore
     from tdstore.errors import UsageError
     from tdstore.student.fit import FitConfig
-    from tdstore.student.train import TrainRequest, paper_fit_config
+    from tdstore.student.train import PAPER_LR, TrainRequest, paper_fit_config
     from tdstore.student.train import train as train_run
 
     if no_teacher and (soft_labels or teacher_joint):
         raise UsageError("--no-teacher cannot be combined with --soft-labels or --teacher-joint")
+    if lr is None:
+        lr = PAPER_LR if teacher_joint else FitConfig.lr
     fit = FitConfig(
         epochs=epochs,
         batch_size=batch_size,

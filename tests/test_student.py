@@ -284,3 +284,41 @@ def test_heldout_split_only_takes_classified_rows():
     held = split_heldout(labels, 0.25, seed=0)
     assert held.sum() == 2 and (labels[held] > 0).all()
     assert split_heldout(labels, 0.0, seed=0).sum() == 0
+
+
+def test_teacher_joint_trains_a_head_on_stored_embeddings(sim_store, cli):
+    """The paper's scheme: its optimiser settings, and a bias-free head saved with the run."""
+    from safetensors import safe_open
+
+    store, _ = sim_store
+    result = cli("embed", store.path, "--model", "kmer:4")
+    assert result.exit_code == 0, result.stderr
+    result = cli(
+        "train",
+        store.path,
+        "--labels",
+        "mmseqs",
+        "--teacher-joint",
+        "kmer4",
+        "--name",
+        "joint",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+    )
+    assert result.exit_code == 0, result.stderr
+    doc = runs.load_run(store, "joint")
+    fit = doc["config"]["fit"]
+    assert doc["config"]["mode"] == "joint"
+    assert (fit["schedule"], fit["lr"], fit["head_lr"], fit["weight_decay"]) == (
+        "cosine",
+        1e-3,
+        1e-4,
+        1e-4,
+    )
+    assert (fit["grad_accumulation"], fit["clip_norm"], fit["patience"]) == (8, 1.0, None)
+    weights = runs.run_dir(store, "joint") / "weights.safetensors"
+    with safe_open(str(weights), framework="numpy") as handle:
+        assert handle.get_tensor("head.weight").shape == (doc["network"]["n_leaves"], 136)
+        assert "head.bias" not in set(handle.keys())

@@ -115,28 +115,28 @@ def fresh_copy(template: Path, target: Path) -> Path:
 
 
 # ----- digests -------------------------------------------------------------------------------
-def drop_volatile(value: Any) -> Any:
+def drop_volatile(value: Any, ignore: frozenset[str] = frozenset()) -> Any:
     if isinstance(value, dict):
         return {
-            k: drop_volatile(v)
+            k: drop_volatile(v, ignore)
             for k, v in value.items()
-            if k not in VOLATILE_KEYS and not k.endswith("seconds")
+            if k not in VOLATILE_KEYS and k not in ignore and not k.endswith("seconds")
         }
     if isinstance(value, list):
-        return [drop_volatile(v) for v in value]
+        return [drop_volatile(v, ignore) for v in value]
     return value
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of the bytes; of JSON documents, without clock and host fields."""
+def file_digest(path: Path, ignore: frozenset[str] = frozenset()) -> str:
+    """sha256 of the bytes; of JSON documents, without clock and host fields (and ``ignore``)."""
     data = path.read_bytes()
     if path.suffix == ".json":
-        stable = drop_volatile(json.loads(data))
+        stable = drop_volatile(json.loads(data), ignore)
         data = json.dumps(stable, sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()
 
 
-def tree_digests(store: Path, *folders: str) -> dict[str, str]:
+def tree_digests(store: Path, *folders: str, ignore: tuple[str, ...] = ()) -> dict[str, str]:
     """relative path -> digest of every published file under ``folders`` (all if none)."""
     roots = [store / f for f in folders] if folders else [store]
     out = {}
@@ -144,7 +144,7 @@ def tree_digests(store: Path, *folders: str) -> dict[str, str]:
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(store)
             if path.is_file() and ".locks" not in rel.parts and ".tmp-" not in str(rel):
-                out[str(rel)] = file_digest(path)
+                out[str(rel)] = file_digest(path, frozenset(ignore))
     return out
 
 

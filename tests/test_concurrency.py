@@ -1,0 +1,188 @@
+"""Concurrency: real processes writing and reading one store at once.
+
+Two embedding workers (different shards, or the same shard spec) and readers; two
+label imports growing the one taxonomy; two train runs with different names (both
+finish); two with the same name (one wins, the other gets ConflictError, exit 6, from
+the file lock). Afterwards `tdstore check --deep` passes and results equal a lone run's.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from crashkit import fresh_copy, step_env, tree_digests
+
+import tdstore
+from tdstore.check import check_store
+
+# 3 epochs: OneCycleLR with 4 total steps divides by zero (reported to the student area).
+TRAIN = ["--epochs", "3", "--batch-size", "64", "--patience", "0", "--no-teacher"]
+# Shard markers record which worker (i/N) and how many rows it took from the cache.
+WORKER = ("worker",)
+
+
+def _cli(*args: str) -> int:
+    from tdstore.cli.main import main
+
+    return main([str(a) for a in args])
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tdstore.cli.main", *map(str, args)],
+        env=step_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out + err
+
+
+@pytest.fixture(scope="module")
+def conc(tmp_path_factory):
+    import os
+
+    from tdstore.simulate import simulate
+
+    os.environ["TDSTORE_QUIET"] = "1"
+    root = tmp_path_factory.mktemp("conc")
+    sim = simulate(
+        root / "sim",
+        n_contigs=160,
+        seed=5,
+        n_species=8,
+        n_samples=2,
+        genome_min=20_000,
+        genome_max=50_000,
+    )
+    base = root / "base"
+    assert (
+        _cli("ingest", base, "--fasta", sim["fasta_path"], "--abundance", sim["abundance_path"])
+        == 0
+    )
+    labelled = fresh_copy(base, root / "labelled")
+    assert _cli("labels", "import", labelled, "mmseqs", sim["labels_path"], "-f", "taxometer") == 0
+    reference = fresh_copy(base, root / "reference")
+    assert _cli("embed", reference, "--model", "kmer:4", "--n-shards", "8") == 0
+    return {
+        "root": root,
+        "sim": sim,
+        "base": base,
+        "labelled": labelled,
+        "embeddings": tree_digests(reference, "embeddings", ignore=WORKER),
+    }
+
+
+def _read_while(workers: list[subprocess.Popen[str]], store: Path) -> int:
+    """Read the store (info + SQL) in this process until every worker has exited."""
+    from tdstore.info import store_info
+
+    reads = 0
+    while any(w.poll() is None for w in workers) or reads == 0:
+        handle = tdstore.open(store)
+        info = store_info(handle)
+        assert info["contigs"] == handle.n_contigs
+        count = handle.sql("SELECT count(*) AS n FROM contigs WHERE kept").column("n")[0].as_py()
+        assert count == handle.n_contigs
+        handle.sql("SELECT * FROM embeddings")
+        reads += 1
+        time.sleep(0.05)
+    return reads
+
+
+@pytest.mark.parametrize("shards", [("0/2", "1/2"), ("0/1", "0/1")], ids=["split", "same"])
+def test_two_embed_workers_and_readers(conc, tmp_path, shards):
+    store = fresh_copy(conc["base"], tmp_path / "s")
+    workers = [
+        _start("embed", store, "--model", "kmer:4", "--n-shards", "8", "--shard", s) for s in shards
+    ]
+    reader = _start("info", store)
+    reads = _read_while([*workers, reader], store)
+    results = [_finish(w) for w in workers]
+    assert all(code == 0 for code, _ in results), results
+    assert _finish(reader)[0] == 0
+    assert reads >= 1
+    assert check_store(tdstore.open(store), deep=True) == []
+    # Every shard was computed once and the set equals one worker's.
+    assert tree_digests(store, "embeddings", ignore=WORKER) == conc["embeddings"]
+
+
+def test_two_label_imports_share_the_taxonomy(conc, tmp_path):
+    store = fresh_copy(conc["base"], tmp_path / "s")
+    sim = conc["sim"]
+    a = _start("labels", "import", store, "noisy", sim["labels_path"], "-f", "taxometer")
+    b = _start("labels", "import", store, "gold", sim["gold_path"], "-f", "taxometer")
+    results = [_finish(a), _finish(b)]
+    assert all(code == 0 for code, _ in results), results
+    handle = tdstore.open(store)
+    assert handle.label_sets() == ["gold", "noisy"]
+    assert check_store(handle, deep=True) == []
+    # Both sets resolve against the one tree: lineages equal a lone import's.
+    lone = fresh_copy(conc["base"], tmp_path / "lone")
+    assert _cli("labels", "import", lone, "gold", sim["gold_path"], "-f", "taxometer") == 0
+    from tdstore.labels import lineage_table
+
+    columns = ["contig_id", "species", "genus", "family"]
+    assert (
+        lineage_table(handle, "gold")
+        .select(columns)
+        .equals(lineage_table(tdstore.open(lone), "gold").select(columns))
+    )
+
+
+def test_two_train_runs_different_names(conc, tmp_path):
+    store = fresh_copy(conc["labelled"], tmp_path / "s")
+    runs = [_start("train", store, "--labels", "mmseqs", "--name", n, *TRAIN) for n in ("a", "b")]
+    results = [_finish(r) for r in runs]
+    assert all(code == 0 for code, _ in results), results
+    handle = tdstore.open(store)
+    from tdstore.student.runs import list_names, load_finished_run
+
+    assert list_names(handle) == ["a", "b"]
+    assert [load_finished_run(handle, n)["status"] for n in ("a", "b")] == ["finished"] * 2
+    assert check_store(handle, deep=True) == []
+
+
+def test_two_train_runs_same_name_one_wins(conc, tmp_path):
+    store = fresh_copy(conc["labelled"], tmp_path / "s")
+    runs = [
+        _start("train", store, "--labels", "mmseqs", "--name", "same", *TRAIN) for _ in range(2)
+    ]
+    results = sorted(_finish(r) for r in runs)
+    codes = [code for code, _ in results]
+    assert codes == [0, 6], results
+    loser = [line for line in results[1][1].splitlines() if line.startswith("error:")]
+    # Usually the lock ("being written by another process"); if the winner was already
+    # done, "exists". Either way one clear line, and the winner's run is intact.
+    assert len(loser) == 1 and ("being written" in loser[0] or "exists" in loser[0]), loser
+    handle = tdstore.open(store)
+    from tdstore.student.runs import list_names
+
+    assert list_names(handle) == ["same"]
+    assert check_store(handle, deep=True) == []
+    assert not list((store / "runs").glob("*.tmp-*"))
+
+
+def test_held_lock_gives_conflict(conc, tmp_path, cli, monkeypatch):
+    """A writer holding the run's lock: a second train of that name stops at once (exit 6)."""
+    monkeypatch.setenv("TDSTORE_QUIET", "1")
+    store = fresh_copy(conc["labelled"], tmp_path / "s")
+    handle = tdstore.open(store)
+    with handle.lock("run-held"):
+        result = cli("train", store, "--labels", "mmseqs", "--name", "held", *TRAIN)
+        assert result.exit_code == 6
+        assert (
+            result.stderr.strip() == f"error: {store}: run-held is being written by another process"
+        )
+        # Leftover removal refuses while any writer holds a lock.
+        result = cli("check", store, "--clean")
+        assert result.exit_code == 6 and "is writing" in result.stderr
+    assert not (store / "runs" / "held").exists()

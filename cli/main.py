@@ -62,22 +62,38 @@ def _root(
     """tdstore: one teacher pass per metagenome, many cheap students."""
 
 
-@app.command("exit-codes")
 def exit_codes() -> None:
     """List the exit codes tdstore uses."""
     for code, meaning in EXIT_CODES.items():
         typer.echo(f"{code:>4}  {meaning}")
 
 
+# Workflow order for `tdstore --help`; any other cmd_*.py module is listed after these.
+COMMAND_ORDER = (
+    "cmd_store",
+    "cmd_simulate",
+    "cmd_ingest",
+    "cmd_labels",
+    "cmd_embed",
+    "cmd_teach",
+    "cmd_sql",
+    "cmd_train",
+    "cmd_evaluate",
+    "cmd_demo",
+    "cmd_migrate",
+)
+
+
 def _register_commands() -> None:
     package = importlib.import_module("tdstore.cli")
-    for module in sorted(
-        m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("cmd_")
-    ):
+    found = {m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("cmd_")}
+    ordered = [m for m in COMMAND_ORDER if m in found] + sorted(found - set(COMMAND_ORDER))
+    for module in ordered:
         importlib.import_module(f"tdstore.cli.{module}").register(app)
 
 
 _register_commands()
+app.command("exit-codes")(exit_codes)
 
 
 def main(argv: list[str] | None = None) -> int:

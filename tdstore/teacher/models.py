@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,8 @@ def load_model(
         except (ValueError, ImportError):
             # Architectures without an sdpa kernel fall back to their default attention.
             model = AutoModel.from_pretrained(where, **kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:
+        # UnpicklingError: torch.load(weights_only=True) refused code in pickled weights.
         raise ModelError(f"{where}: cannot load the weights ({_first_line(exc)})") from None
     n_embed = getattr(model.get_input_embeddings(), "num_embeddings", None)
     if n_embed is not None and len(info.tokenizer) > n_embed:

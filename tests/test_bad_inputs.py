@@ -73,6 +73,19 @@ def _flip_embedding_chunk(store: Path) -> None:
     chunk.write_bytes(bytes(data))
 
 
+def _rewrite_sequence(store: Path) -> None:
+    """One base of row 2 changed; the file rewritten with its schema tag (a silent corruption)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = store / "core" / "sequences.parquet"
+    table = pq.read_table(path)
+    sequences = table.column("sequence").to_pylist()
+    sequences[2] = ("A" if sequences[2][0] != "A" else "C") + sequences[2][1:]
+    column = pa.array(sequences, table.schema.field("sequence").type)
+    pq.write_table(table.set_column(1, table.schema.field("sequence"), column), path)
+
+
 def _foreign_label_set(store: Path) -> None:
     # The label set of another store (other contigs): its refhash differs.
     shutil.copy(store.parent / "other-labels.parquet", store / "labels" / "mmseqs.parquet")
@@ -360,6 +373,13 @@ CASES = [
 # `tdstore check` reports every problem on its own line, then one error line.
 CHECK_CASES = [
     Case(
+        "check-corrupt-sequence",
+        ("check", "{store}", "--deep"),
+        5,
+        ("core/sequences.parquet", "row 2 (c3)", "corrupt"),
+        mutate=_rewrite_sequence,
+    ),
+    Case(
         "check-missing-zarr-chunk",
         ("check", "{store}", "--deep"),
         5,
@@ -481,6 +501,16 @@ def test_check_names_damage(case, stores, cli, tmp_path):
     problems = [line for line in lines[:-1] if all(text in line for text in case.where)]
     assert problems and all(line.startswith("problem: ") for line in lines[:-1]), result.stderr
     assert raw_digests(store) == before
+
+
+@pytest.mark.parametrize("mutate", [_rewrite_sequence, _flip_embedding_chunk, _drop_tnf_chunk])
+def test_deep_damage_needs_deep_check(mutate, stores, cli, tmp_path):
+    """Damage inside values passes the shallow check (tags, shapes) and fails --deep."""
+    store = tmp_path / "store"
+    shutil.copytree(stores["base"], store)
+    mutate(store)
+    assert cli("check", store).exit_code == 0
+    assert cli("check", store, "--deep").exit_code == 5
 
 
 def test_corpus_is_large_enough():

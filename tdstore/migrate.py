@@ -1,0 +1,155 @@
+"""``tdstore migrate``: bring a store written by an older tdstore to the current schemas.
+
+Every stored object carries its schema name and version (JSON ``schema``, Parquet footer,
+Zarr ``attrs['tdstore']``, safetensors header). :func:`inventory` finds them all by
+walking the store; :func:`migrate` upgrades those older than this tdstore's declarations
+through the chain of registered steps, each publishing the upgraded object atomically::
+
+    for found in inventory(tdstore.open("old.tdstore")): print(found.path, found.version)
+    report = migrate(tdstore.open("old.tdstore"))          # what was upgraded
+
+A schema version bump in ``schemas/declarations.py`` must come with a step registered
+here (``@step("tdstore.labels", 1)``: version 1 -> 2) and a new frozen archive in
+``tests/data/archives/``; ``tests/test_backcompat.py`` opens every archive.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tdstore.atomic import TMP_MARK
+from tdstore.errors import SchemaError
+from tdstore.schemas import METADATA_SCHEMA, METADATA_VERSION, SCHEMAS
+from tdstore.store import Store
+
+# (schema name, from version) -> function upgrading the object at a path to version + 1.
+Step = Callable[[Path], None]
+STEPS: dict[tuple[str, int], Step] = {}
+
+
+def step(schema: str, from_version: int) -> Callable[[Step], Step]:
+    """Register the upgrade of ``schema`` objects from ``from_version`` to the next version."""
+
+    def register(function: Step) -> Step:
+        STEPS[(schema, from_version)] = function
+        return function
+
+    return register
+
+
+@dataclass(frozen=True)
+class Found:
+    """One schema-tagged object of a store."""
+
+    path: Path  # the file (or Zarr node directory) that carries the tag
+    schema: str
+    version: int
+
+    @property
+    def current(self) -> int:
+        spec = SCHEMAS.get(self.schema)
+        return spec.version if spec is not None else -1
+
+    @property
+    def state(self) -> str:
+        if self.current < 0:
+            return "unknown schema"
+        if self.version > self.current:
+            return "newer than this tdstore"
+        return "current" if self.version == self.current else "needs migration"
+
+
+def inventory(store: Store) -> list[Found]:
+    """Every tagged object under the store, in path order (leftover temporaries skipped)."""
+    found = []
+    for path in sorted(store.path.rglob("*")):
+        rel = path.relative_to(store.path)
+        if not path.is_file() or ".locks" in rel.parts or TMP_MARK in str(rel):
+            continue
+        tag = _tag_of(path)
+        if tag is not None:
+            where = path.parent if path.name == "zarr.json" else path
+            found.append(Found(where, tag[0], tag[1]))
+    return found
+
+
+def _tag_of(path: Path) -> tuple[str, int] | None:
+    try:
+        if path.suffix == ".json":
+            return _json_tag(json.loads(path.read_text()))
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(path).metadata or {}
+            return _pair(meta.get(METADATA_SCHEMA.encode()), meta.get(METADATA_VERSION.encode()))
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as handle:
+                meta = handle.metadata() or {}
+            return _pair(meta.get(METADATA_SCHEMA), meta.get(METADATA_VERSION))
+    except Exception as exc:  # damaged files: JSON, Arrow and safetensors raise several types
+        raise SchemaError(f"{path}: unreadable while taking the inventory ({exc})") from None
+    return None
+
+
+def _json_tag(doc: Any) -> tuple[str, int] | None:
+    if not isinstance(doc, dict):
+        return None
+    if "schema" in doc:  # a document (manifest, core.json, run.json)
+        return _pair(doc.get("schema"), doc.get("schema_version"))
+    tag = (doc.get("attributes") or {}).get("tdstore")  # a Zarr node's zarr.json
+    if isinstance(tag, dict):
+        return _pair(tag.get("schema"), tag.get("schema_version"))
+    return None
+
+
+def _pair(name: Any, version: Any) -> tuple[str, int] | None:
+    if name is None:
+        return None
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    try:
+        return name, int(version.decode() if isinstance(version, bytes) else version)
+    except (TypeError, ValueError):
+        return name, -1
+
+
+def plan(store: Store) -> list[tuple[Found, list[Step]]]:
+    """The steps each outdated object needs; SchemaError if one cannot be migrated."""
+    out = []
+    for found in inventory(store):
+        if found.state == "current":
+            continue
+        if found.state != "needs migration":
+            raise SchemaError(
+                f"{found.path}: schema {found.schema} v{found.version}: {found.state}"
+            )
+        chain = []
+        for version in range(found.version, found.current):
+            function = STEPS.get((found.schema, version))
+            if function is None:
+                raise SchemaError(
+                    f"{found.path}: no migration of {found.schema} from version {version}; "
+                    "use the tdstore version that wrote this store"
+                )
+            chain.append(function)
+        out.append((found, chain))
+    return out
+
+
+def migrate(store: Store, *, dry_run: bool = False) -> list[str]:
+    """Upgrade every outdated object (all checked before any is touched); one line each."""
+    with store.lock("migrate"):
+        todo = plan(store)
+        lines = []
+        for found, chain in todo:
+            rel = found.path.relative_to(store.path)
+            lines.append(f"{rel}: {found.schema} v{found.version} -> v{found.current}")
+            if not dry_run:
+                for function in chain:
+                    function(found.path)  # each step publishes atomically
+        return lines

@@ -110,13 +110,15 @@ def teacher_arrays(
     ids = ids_col.flatten().to_numpy().reshape(n, k).astype(np.int64)
     probs = table.column("leaf_probs").combine_chunks().flatten().to_numpy().reshape(n, k)
     rest = table.column("rest_mass").to_numpy().astype(np.float32)
-    leaf_of = {int(t): i for i, t in enumerate(hierarchy.leaf_ids.tolist())}
     unique = np.unique(ids)
     missing = [int(t) for t in unique if int(t) not in hierarchy.node_index]
     if missing:
         raise ConflictError(f"teacher leaves {missing[:5]} are not in the student's tree")
-    lookup = {int(t): leaf_of.get(int(t), -1) for t in unique}
-    index = np.vectorize(lookup.__getitem__, otypes=[np.int64])(ids) if ids.size else ids
+    # A dense taxon id -> leaf index table: one gather for millions of rows.
+    size = int(max(ids.max(initial=0), hierarchy.leaf_ids.max(initial=0))) + 1
+    leaf_of = np.full(size, -1, dtype=np.int64)
+    leaf_of[hierarchy.leaf_ids] = np.arange(hierarchy.n_leaves)
+    index = leaf_of[ids] if ids.size else ids
     probs = probs.astype(np.float32)
     inner = index < 0
     if inner.any():

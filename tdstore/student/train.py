@@ -207,7 +207,7 @@ def _train_into(
     held = split_heldout(inputs.labels, request.calibration_fraction, fit.seed)
     train_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
     lo, hi = hierarchy.label_ranges(inputs.labels)
-    depth = np.array([inputs.taxonomy.depth(int(t)) for t in inputs.labels], dtype=np.int64)
+    depth = (inputs.taxonomy.rank_matrix(inputs.labels) >= 0).sum(axis=1).astype(np.int64)
 
     def tensor(values: np.ndarray, rows: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(values[rows]))

@@ -11,9 +11,11 @@ leaves at most a stray temporary, which :func:`remove_stale_temporaries` cleans 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,11 +91,15 @@ def atomic_path(
 
 
 def publish(tmp: Path, target: Path, *, overwrite: bool = True) -> None:
-    """Move ``tmp`` onto ``target``; directories are swapped via a rename-aside."""
+    """Move ``tmp`` onto ``target``; directories are swapped in one step where Linux can."""
     if target.exists() and not overwrite:
         raise FileExistsError(target)
     maybe_kill("publish")
-    if tmp.is_dir() and target.exists():
+    if tmp.is_dir() and target.exists() and _exchange(tmp, target):
+        # One step: a reader sees the old or the new directory, never neither.
+        maybe_kill("publish-exchanged")
+        _remove(tmp)  # now the old directory
+    elif tmp.is_dir() and target.exists():
         aside = temporary_sibling(target)
         os.replace(target, aside)
         maybe_kill("publish-aside")
@@ -103,6 +109,37 @@ def publish(tmp: Path, target: Path, *, overwrite: bool = True) -> None:
         os.replace(tmp, target)
     maybe_kill("published")
     _fsync_dir(target.parent)
+
+
+_renameat2: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    global _renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    if _renameat2 is None:
+        import ctypes
+
+        try:
+            function = ctypes.CDLL(None, use_errno=True).renameat2
+        except (OSError, AttributeError):  # glibc < 2.28, musl
+            function = False
+        else:
+            function.argtypes = [ctypes.c_int, ctypes.c_char_p] * 2 + [ctypes.c_uint]
+        _renameat2 = function
+    if not _renameat2:
+        return False
+    import ctypes
+
+    at_fdcwd, rename_exchange = -100, 2
+    if _renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # the filesystem cannot exchange (e.g. some network filesystems)
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def write_bytes_atomic(target: Path | str, data: bytes) -> None:

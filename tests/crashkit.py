@@ -208,3 +208,19 @@ def kill_trial(
     handle = tdstore.open(store)
     after = check_store(handle, deep=True)
     return Outcome(killed, problems, left, code, after, step.compare(store))
+
+
+# ----- shared fixtures' helpers ----------------------------------------------------------------
+_TINY_MODEL: dict[str, Path] = {}
+
+
+def tiny_model(factory: Any) -> Path:
+    """One tiny random GenomeOcean-shaped model per test session (building takes seconds).
+
+    Callers copy it before changing anything; ``factory`` is pytest's tmp_path_factory.
+    """
+    if "path" not in _TINY_MODEL:
+        from tdstore.teacher.testing import build_tiny_model
+
+        _TINY_MODEL["path"] = build_tiny_model(factory.mktemp("tiny-model") / "good", vocab_size=64)
+    return _TINY_MODEL["path"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from crashkit import raw_digests
+from crashkit import raw_digests, tiny_model
 
 import tdstore
 from tdstore.errors import EXIT_CODES
@@ -434,10 +434,8 @@ def stores(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from tdstore.teacher.testing import build_tiny_model
-
     root = tmp_path_factory.mktemp("models")
-    good = build_tiny_model(root / "good", vocab_size=64)
+    good = tiny_model(tmp_path_factory)
     no_tokenizer = shutil.copytree(good, root / "no-tokenizer")
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (no_tokenizer / name).unlink(missing_ok=True)

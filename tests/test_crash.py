@@ -147,43 +147,46 @@ def _rerun(step: Step, store: Path) -> int:
 
 @pytest.fixture(scope="module")
 def crash(tmp_path_factory):
-    """A tiny simulated metagenome and a store template before each step."""
-    import os
-
+    """A tiny simulated metagenome, a store template before each step, reference results."""
     import torch
 
     from tdstore.simulate import simulate
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the killed subprocesses run with OMP_NUM_THREADS=1
-    os.environ["TDSTORE_QUIET"] = "1"
-    root = tmp_path_factory.mktemp("crash")
-    sim = simulate(
-        root / "sim",
-        n_contigs=160,
-        seed=11,
-        n_species=8,
-        n_samples=2,
-        genome_min=20_000,
-        genome_max=50_000,
-    )
-    steps = _steps(sim)
-    templates = {"ingest": root / "t-ingest"}  # absent: ingest creates the store
-    store = root / "t-embed"
-    assert _rerun(steps["ingest"], store) == 0
-    assert _cli("labels", "import", store, "mmseqs", sim["labels_path"], "-f", "taxometer") == 0
-    templates["embed"] = store
-    templates["teach"] = fresh_copy(store, root / "t-teach")
-    assert _rerun(steps["embed"], templates["teach"]) == 0
-    templates["train"] = fresh_copy(templates["teach"], root / "t-train")
-    assert _rerun(steps["teach"], templates["train"]) == 0
-    reference = {}
-    for name, step in steps.items():
-        ref = fresh_copy(templates[name], root / f"ref-{name}")
-        assert _rerun(step, ref) == 0
-        reference[name] = step.compare(ref)
-    done = fresh_copy(templates["train"], root / "final")
-    assert _rerun(steps["train"], done) == 0
-    return {"root": root, "steps": steps, "templates": templates, "reference": reference}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TDSTORE_QUIET", "1")
+        root = tmp_path_factory.mktemp("crash")
+        sim = simulate(
+            root / "sim",
+            n_contigs=160,
+            seed=11,
+            n_species=8,
+            n_samples=2,
+            genome_min=20_000,
+            genome_max=50_000,
+        )
+        steps = _steps(sim)
+        templates = {"ingest": root / "t-ingest"}  # absent: ingest creates the store
+        store = root / "t-embed"
+        assert _rerun(steps["ingest"], store) == 0
+        assert _cli("labels", "import", store, "mmseqs", sim["labels_path"], "-f", "taxometer") == 0
+        templates["embed"] = store
+        templates["teach"] = fresh_copy(store, root / "t-teach")
+        assert _rerun(steps["embed"], templates["teach"]) == 0
+        templates["train"] = fresh_copy(templates["teach"], root / "t-train")
+        assert _rerun(steps["teach"], templates["train"]) == 0
+        # Each template is the uninterrupted result of the step before it.
+        reference = {
+            "ingest": steps["ingest"].compare(templates["embed"]),
+            "embed": steps["embed"].compare(templates["teach"]),
+            "teach": steps["teach"].compare(templates["train"]),
+        }
+        ref = fresh_copy(templates["train"], root / "ref-train")
+        assert _rerun(steps["train"], ref) == 0
+        reference["train"] = steps["train"].compare(ref)
+        yield {"root": root, "steps": steps, "templates": templates, "reference": reference}
+    torch.set_num_threads(threads)
 
 
 def _assert_recovered(outcome: Outcome, reference: dict[str, str], where: str) -> None:

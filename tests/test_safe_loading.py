@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from crashkit import raw_digests, step_env
+from crashkit import raw_digests, step_env, tiny_model
 
 import tdstore
 
@@ -130,11 +130,9 @@ class _Evil:
 def models(tmp_path_factory):
     import torch
 
-    from tdstore.teacher.testing import build_tiny_model
-
     root = tmp_path_factory.mktemp("models")
     marker = root / "MARKER"
-    good = build_tiny_model(root / "good", vocab_size=64)
+    good = tiny_model(tmp_path_factory)
     out = {"marker": marker, "root": root}
     # auto_map to a model type transformers does not know: only the directory's code has it.
     out["custom"] = _with_code(good, root / "custom", "evilnet")

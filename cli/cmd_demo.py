@@ -25,7 +25,12 @@ def demo(
             help="Teacher: kmer:K (no GPU) or a local GenomeOcean / HF model directory.",
         ),
     ] = "kmer:4",
-    epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs per student.")] = 30,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            "--epochs", help="Epochs per student (one-cycle schedule; 100 for Taxometer's)."
+        ),
+    ] = 12,
 ) -> None:
     """Simulate, ingest, label, embed, teach, train three students and evaluate them."""
     from tdstore.demo import DemoConfig, run_demo

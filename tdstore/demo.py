@@ -43,7 +43,8 @@ class DemoConfig:
     contigs: int = 20000
     seed: int = 0
     model: str = "kmer:4"
-    epochs: int = 30
+    epochs: int = 12
+    teach_epochs: int = 30
     show_progress: bool = True
 
 
@@ -222,6 +223,7 @@ def _teach(store: Any, teacher: str, soft: str, config: DemoConfig) -> None:
         labels=NOISY,
         name=soft,
         seed=config.seed,
+        epochs=config.teach_epochs,
         progress=config.show_progress,
     )
 

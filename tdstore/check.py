@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import re
 from pathlib import Path
 
 from tdstore.atomic import TMP_MARK, _remove
@@ -21,6 +22,8 @@ from tdstore.errors import ConflictError, TdstoreError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store
 from tdstore.tables import read_table
+
+_ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 # Each stage module that owns named objects offers list_names(store) and
 # check(store, name, deep) -> list[str]; they are checked in this order.
@@ -63,12 +66,14 @@ def check_store(store: Store, *, deep: bool = False) -> list[str]:
 
 # ----- leftovers of killed writers ----------------------------------------------------------
 def leftovers(store: Store) -> list[Path]:
-    """Temporaries (``*.tmp-*``) and teacher heads whose soft labels were never published.
+    """Temporaries (``*.tmp-*``, Zarr's ``*.partial``) and heads without their soft labels.
 
     A running writer's temporaries look the same: they are only safe to delete while no
     tdstore command writes to the store (:func:`remove_leftovers` checks the locks).
     """
     found = [p for p in store.path.rglob(f"*{TMP_MARK}*") if TMP_MARK in p.name]
+    # Zarr's own atomic chunk writes: <key>.<uuid hex>.partial, renamed when complete.
+    found += [p for p in store.path.rglob("*.partial") if _ZARR_PARTIAL.search(p.name)]
     # Only the outermost temporary: a staged directory's contents go with it.
     found = [
         p for p in found if not any(TMP_MARK in q.name for q in p.relative_to(store.path).parents)

@@ -273,3 +273,17 @@ def test_kill_anywhere(crash, name):
         delay = rng.uniform(start, max(start, wall - 0.2))
         killed += _trial(crash, name, kill_after=delay).killed
     assert killed >= 20, f"{name}: only {killed} kills landed"
+
+
+def test_zarr_partial_chunk_is_a_leftover(crash, cli):
+    """Zarr writes a chunk as <key>.<uuid>.partial then renames it: a kill can leave one."""
+    store = fresh_copy(crash["templates"]["teach"], crash["root"] / "work" / "partial")
+    chunk = next(p for p in (store / "embeddings/kmer4.zarr/vectors/c").rglob("*") if p.is_file())
+    partial = chunk.with_suffix(f".{'ab' * 16}.partial")
+    partial.write_bytes(chunk.read_bytes()[:10])
+    result = cli("check", store, "--deep")
+    assert (
+        result.exit_code == 0 and "note: leftover" in result.stderr and ".partial" in result.stderr
+    )
+    assert cli("check", store, "--clean").exit_code == 0
+    assert not partial.exists() and chunk.exists()

@@ -143,13 +143,18 @@ def plan(store: Store) -> list[tuple[Found, list[Step]]]:
 
 def migrate(store: Store, *, dry_run: bool = False) -> list[str]:
     """Upgrade every outdated object (all checked before any is touched); one line each."""
+    if dry_run:  # a pure read: no lock file either
+        return [_line(store, found) for found, _ in plan(store)]
     with store.lock("migrate"):
         todo = plan(store)
         lines = []
         for found, chain in todo:
-            rel = found.path.relative_to(store.path)
-            lines.append(f"{rel}: {found.schema} v{found.version} -> v{found.current}")
-            if not dry_run:
-                for function in chain:
-                    function(found.path)  # each step publishes atomically
+            lines.append(_line(store, found))
+            for function in chain:
+                function(found.path)  # each step publishes atomically
         return lines
+
+
+def _line(store: Store, found: Found) -> str:
+    rel = found.path.relative_to(store.path)
+    return f"{rel}: {found.schema} v{found.version} -> v{found.current}"

@@ -48,7 +48,13 @@ def test_archive_is_small_and_reading_leaves_it_untouched(path, cli, monkeypatch
     monkeypatch.setenv("TDSTORE_QUIET", "1")
     assert sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) < MAX_BYTES
     before = raw_digests(path)
-    for argv in (["info", path], ["check", path, "--deep"], ["sql", path, "SELECT * FROM runs"]):
+    reads = (
+        ["info", path],
+        ["check", path, "--deep"],
+        ["sql", path, "SELECT * FROM runs"],
+        ["migrate", path, "--dry-run", "--inventory"],
+    )
+    for argv in reads:
         assert cli(*argv).exit_code == 0, argv
     assert raw_digests(path) == before
     assert not (path / ".locks").exists()

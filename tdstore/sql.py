@@ -398,6 +398,7 @@ class _Views:
             flat = {"name": name, **_flatten(record)}
             for key, value in _flatten(config).items():
                 flat[key if key not in flat else f"config_{key}"] = value
+            _fill_declared(flat, _RUN_COLUMNS)
             flat["config"] = json.dumps(config, sort_keys=True, default=str)
             records.append(flat)
         self._table_from_arrow("runs", _records_table(records, _RUN_COLUMNS))
@@ -459,6 +460,15 @@ def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _fill_declared(record: dict[str, Any], declared: Mapping[str, Any]) -> None:
+    """Fill a declared column from the one nested key it names (``alpha`` <- ``fit_alpha``)."""
+    for column in declared:
+        if record.get(column) is None:
+            found = [k for k in record if k.endswith(f"_{column}") and record[k] is not None]
+            if len(found) == 1:
+                record[column] = record[found[0]]
+
+
 def _records_table(records: Iterable[dict[str, Any]], declared: dict[str, pa.DataType]) -> pa.Table:
     """Declared columns first (typed, even when empty), then every other key seen."""
     records = list(records)
@@ -479,7 +489,9 @@ def _column(values: list[Any], declared: pa.DataType | None) -> pa.Array:
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
             pass
     try:
-        return pa.array(values)
+        array = pa.array(values)
+        # A key that is null in every document: text, not DuckDB's unusable NULL type.
+        return array.cast(pa.string()) if pa.types.is_null(array.type) else array
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # Mixed types across documents: keep them readable as text.
         return pa.array([None if v is None else json.dumps(v, default=str) for v in values])

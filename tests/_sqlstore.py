@@ -171,11 +171,8 @@ def _write_runs(store: Store, taxa: dict, refhash: str) -> None:
                     "labels": "mmseqs",
                     "soft_labels": "teacher",
                     "subset": None,
-                    "alpha": alpha,
-                    "temperature": 4.0,
-                    "epochs": 3,
-                    "seed": 1,
-                    "optimizer": {"lr": 0.001},
+                    "fit": {"alpha": alpha, "temperature": 4.0, "epochs": 3, "seed": 1},
+                    "optimizer": {"lr": 0.001, "clip_norm": None},
                 },
             }
         )

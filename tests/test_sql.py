@@ -73,7 +73,12 @@ def test_predictions_metrics_runs_views(store):
     assert runs.column("name").to_pylist() == ["baseline", "kd-a03"]
     assert runs.column("alpha").to_pylist() == [1.0, 0.3]
     assert runs.column("optimizer_lr").to_pylist() == [0.001, 0.001]
-    assert json.loads(runs.column("config")[0].as_py())["temperature"] == 4.0
+    assert json.loads(runs.column("config")[0].as_py())["fit"]["temperature"] == 4.0
+    # Declared columns are filled from the one nested key of that name (config.fit.alpha).
+    assert runs.column("temperature").to_pylist() == [4.0, 4.0]
+    assert runs.column("epochs").to_pylist() == [3, 3]
+    nulls = store.sql("SELECT typeof(optimizer_clip_norm) AS t FROM runs LIMIT 1")
+    assert nulls.column("t").to_pylist() == ["VARCHAR"]
 
 
 def test_best_species_f1_query(store):

@@ -70,10 +70,17 @@ def run_step(
     kill_after: float | None = None,
     trace: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the step in a fresh interpreter; SIGKILL it at a kill point or after a delay."""
+    """Run the step in a fresh interpreter; SIGKILL it at a kill point or after a delay.
+
+    ``kill_after`` counts from the step's first kill point (its imports done), so timed
+    kills land in the work whatever the machine's load.
+    """
     extra = {}
     if kill_at is not None:
         extra["TDSTORE_KILL_AT"] = str(kill_at)
+    if kill_after is not None and trace is None:
+        trace = store.parent / f"{store.name}.killtrace"
+        trace.unlink(missing_ok=True)
     if trace is not None:
         extra["TDSTORE_KILL_TRACE"] = str(trace)
     command = [sys.executable, "-m", "tdstore.cli.main", *step.args(store)]
@@ -81,6 +88,9 @@ def run_step(
         command, env=step_env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     if kill_after is not None:
+        assert trace is not None
+        while process.poll() is None and not (trace.exists() and trace.stat().st_size):
+            time.sleep(0.01)
         try:
             process.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:

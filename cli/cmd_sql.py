@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -80,7 +81,8 @@ def _print_table(table, cap: int | None) -> None:
         view.add_column(name, overflow="fold")
     for record in shown.to_pylist():
         view.add_row(*("NULL" if v is None else _cell(v) for v in record.values()))
-    console = Console(soft_wrap=False)
+    # Piped output is not wrapped to 80 columns: the table takes the width it needs.
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 1000)
     console.print(view)
     if cap is not None and table.num_rows > cap:
         typer.echo(f"... more rows (showing {cap}; use --limit N, or --format csv for all)")

@@ -199,7 +199,7 @@ def load_rows(store: Store, name: str) -> np.ndarray:
 
 def describe(store: Store, name: str) -> dict[str, Any]:
     info = show(store, name)
-    query = info.get("where") or info.get("sql") or ""
+    query = " ".join(str(info.get("where") or info.get("sql") or "").split())  # one line
     return {
         "rows": info.get("n_rows"),
         "created": info.get("created"),

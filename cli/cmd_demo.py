@@ -24,7 +24,7 @@ def demo(
             "--model",
             help="Teacher: kmer:K (no GPU) or a local GenomeOcean / HF model directory.",
         ),
-    ] = "kmer:4",
+    ] = "kmer:5",
     epochs: Annotated[
         int,
         typer.Option(

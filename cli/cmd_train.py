@@ -180,8 +180,12 @@ def export(
     output: Annotated[Path, typer.Option("--output", help="File to write.")],
     threshold: Annotated[
         float,
-        typer.Option("--threshold", help="Keep lineage nodes whose score is above this."),
-    ] = 0.5,
+        typer.Option(
+            "--threshold",
+            help="Keep lineage nodes whose calibrated score is above this. The default 0.8 stops"
+            " contigs of species absent from the reference at genus; 0.5 is Taxometer's rule.",
+        ),
+    ] = 0.8,
     raw: Annotated[
         bool,
         typer.Option("--raw", help="Threshold and print the raw (uncalibrated) probabilities."),

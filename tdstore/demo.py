@@ -42,7 +42,7 @@ class DemoConfig:
     workdir: Path
     contigs: int = 20000
     seed: int = 0
-    model: str = "kmer:4"
+    model: str = "kmer:5"
     epochs: int = 12
     teach_epochs: int = 30
     show_progress: bool = True

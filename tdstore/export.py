@@ -26,6 +26,10 @@ TAXOMETER_HEADER = "contigs\tpredictions\tscores"
 CAMI_VERSION = "0.9.1"
 FORMATS = ("taxometer", "cami")
 
+# Calibrated scores above 0.8 stop novel species at genus (benchmarks/RESULTS.md, Student);
+# Taxometer's own rule is 0.5 on raw scores (--threshold 0.5 --raw).
+DEFAULT_THRESHOLD = 0.8
+
 
 def taxometer_score(value: float) -> str:
     """Taxometer's formatting: clipped to [0, 1], ``str(round(numpy.float32, 5))``."""
@@ -54,7 +58,7 @@ def called_lineages(
 
 
 def taxometer_lines(
-    table: pa.Table, taxonomy: Taxonomy, *, threshold: float = 0.5, raw: bool = False
+    table: pa.Table, taxonomy: Taxonomy, *, threshold: float = DEFAULT_THRESHOLD, raw: bool = False
 ) -> list[str]:
     lines = [TAXOMETER_HEADER + "\n"]
     for contig, taxa, scores in called_lineages(table, threshold=threshold, raw=raw):
@@ -69,7 +73,7 @@ def cami_lines(
     taxonomy: Taxonomy,
     samples: dict[str, str | None],
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     default_sample: str = "tdstore",
     raw: bool = False,
 ) -> list[str]:
@@ -114,7 +118,7 @@ def export_run(
     format: str,
     output: Path | str,
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     raw: bool = False,
 ) -> dict[str, int | str]:
     """Write a run's predictions in ``format``; returns counts for the CLI to report."""

@@ -47,8 +47,9 @@ class NormalisationStats:
         scaled = _scale_columns(np.asarray(abundance, dtype=np.float64), column_sums)
         total = scaled.sum(axis=1)
         k = scaled.shape[1]
+        # All-zero rows become uniform (1/K); a store without abundances has K = 0 columns.
         with np.errstate(invalid="ignore", divide="ignore"):
-            rows = np.where(total[:, None] > 0, scaled / total[:, None], 1.0 / k)
+            rows = np.where(total[:, None] > 0, scaled / total[:, None], 1.0 / max(k, 1))
         log_total = np.log(np.maximum(total, _LOG_FLOOR))
         z_total = _zscore(log_total, self.log_total_mean, self.log_total_std)
         z_tnf = _zscore(

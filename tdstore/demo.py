@@ -279,7 +279,7 @@ def format_report(metrics: Any, sources: list[str]) -> str:
     novel = [pick(s, "novel", "species") for s in sources]
     if all(known) and all(novel):
         lines.append("")
-        lines.append(_row(["species", *[""] * len(sources)]))
+        lines.append("species calls on contigs of known and of novel species:")
         lines.append(_row(["known F1", *[f"{r['f1']:.3f}" for r in known]]))
         lines.append(
             _row(

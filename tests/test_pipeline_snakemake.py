@@ -100,7 +100,6 @@ def _check_results(results: Path) -> None:
     assert "pending" not in status.lower() or "pending shards: none" in status.lower()
 
 
-@pytest.mark.slow
 def test_workflow_with_kmer_teacher(simulated, tmp_path):
     _check_results(_run_workflow(simulated, tmp_path, "kmer:4"))
 

@@ -117,18 +117,10 @@ def assign_folds(taxa: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 
 def range_nll(logits: Any, lo: Any, hi: Any) -> Any:
-    """Per-row flat-softmax NLL, -log sum(softmax(logits)[lo:hi]); equals tdstore.losses'.
+    """Per-row flat-softmax NLL (Taxometer's hierarchical loss), from tdstore.losses."""
+    from tdstore.losses import flat_softmax_nll
 
-    The same loss as :func:`tdstore.losses.flat_softmax_nll` (a test checks), computed as
-    logsumexp(all) - logsumexp(inside the range) in float32 with a mask: measured 3x
-    faster on CPU than the cumulative-sum form, and exact when a range holds little mass.
-    """
-    import torch
-
-    leaves = torch.arange(logits.shape[1], device=logits.device)
-    outside = (leaves < lo[:, None]) | (leaves >= hi[:, None])
-    inside = torch.logsumexp(logits.masked_fill(outside, float("-inf")), dim=1)
-    return torch.logsumexp(logits, dim=1) - inside
+    return flat_softmax_nll(logits, lo, hi, reduction="none")
 
 
 def _evaluate(head: Any, z: Any, lo: Any, hi: Any, batch: int = 8192) -> tuple[float, float]:

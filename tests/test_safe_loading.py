@@ -249,7 +249,7 @@ def test_trust_remote_code_runs_it(models, marker, store, tmp_path):
 
 
 # ----- names cannot leave the store ----------------------------------------------------------
-BAD_NAMES = ["../x", "/tmp/x", "a/b", "..", ".hidden", "x\\y"]
+BAD_NAMES = ["../x", "/tmp/x", "a/b", ".."]  # the character rules: test_store_core
 
 
 def _name_commands(store: Path, name: str) -> list[list[str]]:

@@ -171,3 +171,16 @@ def test_fast_flat_softmax_equals_the_reference_loss():
     grad_ours = torch.autograd.grad(ours.sum(), logits)[0]
     grad_theirs = torch.autograd.grad(reference(logits, lo, hi).sum() * 64, logits)[0]
     assert torch.allclose(grad_ours, grad_theirs, atol=1e-5)
+
+
+def test_short_one_cycle_runs_fall_back_to_a_constant_rate():
+    from tdstore.student.fit import FitConfig, _scheduler
+
+    for epochs, steps in ((1, 1), (2, 2), (4, 1), (3, 3)):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler, when = _scheduler(optimizer, FitConfig(epochs=epochs), steps)
+        for _ in range(epochs * steps):
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        assert (scheduler is None) == (epochs * steps < 8)

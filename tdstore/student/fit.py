@@ -86,13 +86,17 @@ def _scheduler(
     optimizer: torch.optim.Optimizer, config: FitConfig, steps_per_epoch: int
 ) -> tuple[Any, str]:
     """(scheduler, 'step' or 'epoch'): when to call ``scheduler.step()``."""
+    total_steps = config.epochs * steps_per_epoch
+    # One-cycle needs room for its warm-up phase (torch divides by zero below ~8 steps).
+    if config.schedule == "onecycle" and total_steps < 8:
+        return None, "none"
     if config.schedule == "onecycle":
         max_lr = [group["lr"] for group in optimizer.param_groups]
         return (
             torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
                 max_lr=max_lr,
-                total_steps=max(1, config.epochs * steps_per_epoch),
+                total_steps=total_steps,
                 pct_start=0.25,
             ),
             "step",

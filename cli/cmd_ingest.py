@@ -46,13 +46,11 @@ def ingest(
     ] = False,
 ) -> None:
     """Ingest contigs: lengths, GC, sequences, TNF and abundances, published atomically."""
-    import tdstore
     from tdstore.ingest.core import ingest as run_ingest
 
     path = Path(store)
-    handle = tdstore.init(path, exist_ok=True)
     summary = run_ingest(
-        handle,
+        path,
         fasta,
         abundance=abundance,
         min_length=min_length,

@@ -356,3 +356,12 @@ def test_all_n_contig_has_null_gc_and_all_n_assembly_is_refused(tmp_path):
     only_n = _write_fasta(tmp_path / "n.fa", {"gap": "N" * 300})
     with pytest.raises(BadInputError, match="every kept contig is only N"):
         ingest(tdstore.init(tmp_path / "s2"), only_n, min_length=100, show_progress=False)
+
+
+def test_failed_ingest_into_a_new_path_leaves_no_store(cli, tmp_path):
+    bad = tmp_path / "bad.fna"
+    bad.write_text(">a\nACGT\n>a\nACGT\n")
+    store = tmp_path / "new.tdstore"
+    result = cli("ingest", store, "--fasta", bad, "--min-length", "1")
+    assert result.exit_code == 3 and "duplicate" in result.stderr.lower()
+    assert not store.exists()

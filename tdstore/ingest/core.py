@@ -63,7 +63,23 @@ def ingest(
     if not isinstance(store, Store):
         from tdstore.store import init
 
-        store = init(store, exist_ok=True)
+        path = Path(store)
+        created = not path.exists()
+        store = init(path, exist_ok=True)
+        try:
+            return ingest(
+                store,
+                fasta,
+                abundance=abundance,
+                min_length=min_length,
+                sample=sample,
+                show_progress=show_progress,
+                overwrite=overwrite,
+            )
+        except BaseException:
+            if created:
+                _remove_empty_store(path)
+            raise
     started = time.monotonic()
     fasta = Path(fasta)
     with store.lock("ingest"):
@@ -85,6 +101,13 @@ def ingest(
             store.__dict__.pop(cached, None)
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary
+
+
+def _remove_empty_store(path: Path) -> None:
+    """Undo the ``init`` of a store this failed ingest created: it holds nothing else."""
+    leftovers = [p for p in path.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    if all(p.parent.name == ".locks" for p in leftovers):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _remove_stale_staging(store: Store) -> None:

@@ -47,10 +47,7 @@ def check_store(store: Store, *, deep: bool = False) -> list[str]:
         problems.append(str(exc))
         return problems
     for module_name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
+        module = importlib.import_module(module_name)
         try:
             names = module.list_names(store)
         except TdstoreError as exc:

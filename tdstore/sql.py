@@ -407,11 +407,8 @@ class _Views:
         import importlib
 
         records = []
-        try:
-            module = importlib.import_module("tdstore.teacher.embed_store")
-        except ModuleNotFoundError:
-            module = None
-        for name in module.list_names(self.store) if module is not None else []:
+        module = importlib.import_module("tdstore.teacher.embed_store")
+        for name in module.list_names(self.store):
             try:
                 detail = dict(module.describe(self.store, name))
                 record = {"name": name, **_flatten(detail)}

@@ -13,27 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import re
 from pathlib import Path
 
 from tdstore.atomic import TMP_MARK, _remove
 from tdstore.errors import ConflictError, TdstoreError
 from tdstore.schemas import declarations as S
+from tdstore.stages import stage_modules
 from tdstore.store import Store
 from tdstore.tables import read_table
 
 _ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
-
-# Each stage module that owns named objects offers list_names(store) and
-# check(store, name, deep) -> list[str]; they are checked in this order.
-STAGE_MODULES = (
-    "tdstore.labels",
-    "tdstore.teacher.embed_store",
-    "tdstore.teacher.soft_labels",
-    "tdstore.subsets",
-    "tdstore.student.runs",
-)
 
 
 def check_store(store: Store, *, deep: bool = False) -> list[str]:
@@ -46,8 +36,7 @@ def check_store(store: Store, *, deep: bool = False) -> list[str]:
     except TdstoreError as exc:
         problems.append(str(exc))
         return problems
-    for module_name in STAGE_MODULES:
-        module = importlib.import_module(module_name)
+    for _, module in stage_modules():
         try:
             names = module.list_names(store)
         except TdstoreError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tdstore.stages import stage_modules
 from tdstore.store import Store
 
 
@@ -43,23 +44,6 @@ def store_info(store: Store) -> dict[str, Any]:
             refhash=core["refhash"],
             min_length=core["min_length"],
         )
-    for kind, module in STAGE_MODULES.items():
-        info[kind] = _describe(store, module)
+    for kind, module in stage_modules():
+        info[kind] = {name: module.describe(store, name) for name in module.list_names(store)}
     return info
-
-
-# Each stage module that owns named objects offers list_names(store) and describe(store, name).
-STAGE_MODULES = {
-    "label_sets": "tdstore.labels",
-    "embeddings": "tdstore.teacher.embed_store",
-    "soft_labels": "tdstore.teacher.soft_labels",
-    "subsets": "tdstore.subsets",
-    "runs": "tdstore.student.runs",
-}
-
-
-def _describe(store: Store, module_name: str) -> dict[str, Any]:
-    import importlib
-
-    module = importlib.import_module(module_name)
-    return {name: module.describe(store, name) for name in module.list_names(store)}

@@ -115,6 +115,21 @@ def trace_points(step: Step, template: Path, work: Path) -> tuple[list[KillPoint
     return points, wall
 
 
+def tiny_simulation(directory: Path, seed: int) -> dict[str, Any]:
+    """The few-second metagenome the crash and concurrency tests run their steps on."""
+    from tdstore.simulate import simulate
+
+    return simulate(
+        directory,
+        n_contigs=160,
+        seed=seed,
+        n_species=8,
+        n_samples=2,
+        genome_min=20_000,
+        genome_max=50_000,
+    )
+
+
 def fresh_copy(template: Path, target: Path) -> Path:
     """A copy of a prepared store (or an absent path for steps that create the store)."""
     if target.exists():

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from crashkit import fresh_copy, step_env, tree_digests
+from crashkit import fresh_copy, step_env, tiny_simulation, tree_digests
 
 import tdstore
 from tdstore.check import check_store
@@ -48,20 +48,10 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def conc(tmp_path_factory):
-    from tdstore.simulate import simulate
-
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TDSTORE_QUIET", "1")
         root = tmp_path_factory.mktemp("conc")
-        sim = simulate(
-            root / "sim",
-            n_contigs=160,
-            seed=5,
-            n_species=8,
-            n_samples=2,
-            genome_min=20_000,
-            genome_max=50_000,
-        )
+        sim = tiny_simulation(root / "sim", seed=5)
         base = root / "base"
         ingest = [
             "ingest",

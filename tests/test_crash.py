@@ -26,6 +26,7 @@ from crashkit import (
     kill_trial,
     resumable,
     run_step,
+    tiny_simulation,
     trace_points,
     tree_digests,
 )
@@ -150,22 +151,12 @@ def crash(tmp_path_factory):
     """A tiny simulated metagenome, a store template before each step, reference results."""
     import torch
 
-    from tdstore.simulate import simulate
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the killed subprocesses run with OMP_NUM_THREADS=1
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TDSTORE_QUIET", "1")
         root = tmp_path_factory.mktemp("crash")
-        sim = simulate(
-            root / "sim",
-            n_contigs=160,
-            seed=11,
-            n_species=8,
-            n_samples=2,
-            genome_min=20_000,
-            genome_max=50_000,
-        )
+        sim = tiny_simulation(root / "sim", seed=11)
         steps = _steps(sim)
         templates = {"ingest": root / "t-ingest"}  # absent: ingest creates the store
         store = root / "t-embed"

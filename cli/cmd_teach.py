@@ -43,6 +43,14 @@ def teach(
     ] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed for folds, init and shuffling.")] = 0,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    label_posterior: Annotated[
+        bool,
+        typer.Option(
+            "--label-posterior/--teacher-only",
+            help="Soft labels = posterior of the true taxon given the teacher AND the noisy "
+            "label (noise rate fitted by maximum likelihood), or the teacher's prediction alone.",
+        ),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a soft label set of the same name.")
     ] = False,
@@ -63,6 +71,7 @@ def teach(
         "epochs": epochs,
         "seed": seed,
         "device": device,
+        "label_posterior": label_posterior,
     }
     typer.echo(f"teach: tdstore {tdstore.__version__} config {json.dumps(config)}", err=True)
     done = run_teach(handle, **config, overwrite=overwrite)  # type: ignore[arg-type]
@@ -78,4 +87,10 @@ def teach(
     )
     if folds_text:
         typer.echo(f"held-out accuracy vs the noisy labels per fold: {folds_text}")
+    posterior = meta.get("label_posterior")
+    if posterior:
+        typer.echo(
+            f"label posterior: fitted label noise {posterior['noise']:.3f}, "
+            f"mean P(label right) {posterior['mean_label_weight']:.3f}"
+        )
     typer.echo(f"head: {head_path(handle, done)}")

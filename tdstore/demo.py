@@ -1,8 +1,9 @@
 """``tdstore demo``: the main job end to end on a simulated metagenome.
 
 simulate -> ingest -> import noisy labels and gold -> embed (k-mer teacher, or a
-model directory) -> teach -> three students (plain Taxometer; distilled; distilled
-on an SQL-selected subset of confident labels) -> evaluate against gold. Every
+model directory) -> teach (the teacher alone, and the posterior given teacher and label)
+-> three students (plain Taxometer; distilled from the label posterior; the same on an
+SQL-selected subset of labels the teacher does not contradict) -> evaluate against gold. Every
 step reuses what the store already holds, so a second run is quick::
 
     result = run_demo(Path("demo-output"))
@@ -71,7 +72,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
         "kmer" + config.model.split(":", 1)[1] if config.model.startswith("kmer:") else "teacher"
     )
     soft = f"{teacher}-soft"
-    total = 10
+    posterior = f"{teacher}-posterior"
+    total = 11
 
     def step(index: int, title: str, done: Callable[[], bool], work: Callable[[], Any]) -> None:
         if done():
@@ -125,22 +127,32 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     )
     step(
         7,
+        f"teach: label-posterior soft labels '{posterior}' (teacher + noisy label)",
+        lambda: _has(store, "tdstore.teacher.soft_labels", posterior),
+        lambda: _teach(store, teacher, posterior, config, label_posterior=True),
+    )
+    step(
+        8,
         f"SQL subset '{CONFIDENT}': labels the teacher does not contradict",
         lambda: _has(store, "tdstore.subsets", CONFIDENT),
         lambda: _subset(store, soft),
     )
     runs = [
         (RUN_PLAIN, "train the plain Taxometer student", {}),
-        (RUN_DISTILLED, "train a student distilled from the soft labels", {"soft_labels": soft}),
+        (
+            RUN_DISTILLED,
+            f"train a student distilled from '{posterior}'",
+            {"soft_labels": posterior},
+        ),
         (
             RUN_CONFIDENT,
             f"train a distilled student on subset '{CONFIDENT}'",
-            {"soft_labels": soft, "subset": CONFIDENT},
+            {"soft_labels": posterior, "subset": CONFIDENT},
         ),
     ]
     for offset, (name, title, options) in enumerate(runs):
         step(
-            8 + offset,
+            9 + offset,
             f"{title} ('{name}')",
             lambda name=name: _has(store, "tdstore.student.runs", name),
             lambda name=name, options=options: _train(store, name, options, config),
@@ -214,7 +226,9 @@ def _embed(store: Any, name: str, config: DemoConfig) -> None:
     embed(store, config.model, name=name, show_progress=config.show_progress)
 
 
-def _teach(store: Any, teacher: str, soft: str, config: DemoConfig) -> None:
+def _teach(
+    store: Any, teacher: str, soft: str, config: DemoConfig, *, label_posterior: bool = False
+) -> None:
     from tdstore.teacher.teach import teach
 
     teach(
@@ -224,6 +238,7 @@ def _teach(store: Any, teacher: str, soft: str, config: DemoConfig) -> None:
         name=soft,
         seed=config.seed,
         epochs=config.teach_epochs,
+        label_posterior=label_posterior,
         progress=config.show_progress,
     )
 

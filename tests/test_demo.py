@@ -16,7 +16,7 @@ def test_demo_runs_then_reuses_every_step(cli, tmp_path):
 
     second = cli(*args)
     assert second.exit_code == 0, second.stderr
-    assert second.stdout.count("reused from the store") == 10
+    assert second.stdout.count("reused from the store") == 11
     # Same store, same students: the report is identical.
     table = first.stdout.split("per-rank F1")[1].split("plots and")[0]
     assert table == second.stdout.split("per-rank F1")[1].split("plots and")[0]

@@ -322,3 +322,27 @@ def test_teacher_joint_trains_a_head_on_stored_embeddings(sim_store, cli):
     with safe_open(str(weights), framework="numpy") as handle:
         assert handle.get_tensor("head.weight").shape == (doc["network"]["n_leaves"], 136)
         assert "head.bias" not in set(handle.keys())
+
+
+def test_label_informed_soft_labels_are_not_a_calibration_signal(sim_store):
+    """Posterior soft labels contain the held-out rows' own labels: calibration skips them."""
+    from tdstore.student.train import label_informed
+    from tdstore.teacher.embed_run import embed
+    from tdstore.teacher.teach import teach
+
+    store, _ = sim_store
+    assert not label_informed(None) and not label_informed({"label_posterior": None})
+    embed(store, "kmer:4", name="kmer4-posterior", show_progress=False)
+    name = teach(
+        store,
+        embeddings="kmer4-posterior",
+        labels="mmseqs",
+        name="posterior",
+        epochs=5,
+        label_posterior=True,
+        progress=False,
+    )
+    request = TrainRequest(labels="mmseqs", soft_labels=name, name="kd-posterior", fit=FAST)
+    doc = train(store, request, progress=False)
+    assert doc["config"]["mode"] == "soft"
+    assert set(doc["calibration"]["coefs"]) == {"base"}

@@ -113,9 +113,11 @@ def test_cross_fitting_does_not_reproduce_an_unlearnable_label():
     x[7] = 12.0  # far from every cluster, so only its own label explains it
     labels = labels.copy()
     labels[7] = lone
-    memorised = _fit(x, labels, tax, folds=1, val_fraction=0.0, epochs=150)
+    # The teacher's own predictions (the label posterior would add the label back in).
+    only = {"val_fraction": 0.0, "epochs": 150, "label_posterior": False}
+    memorised = _fit(x, labels, tax, folds=1, **only)
     assert memorised.summary["leaf_ids"][7, 0] == lone
-    crossed = _fit(x, labels, tax, folds=3, val_fraction=0.0, epochs=150)
+    crossed = _fit(x, labels, tax, folds=3, **only)
     leaf_ids, probs = crossed.summary["leaf_ids"][7], crossed.summary["leaf_probs"][7]
     assert leaf_ids[0] != lone
     assert probs[leaf_ids == lone].sum() < 0.05
@@ -127,6 +129,27 @@ def test_soft_labels_beat_noisy_labels_on_clusters():
     fit = _fit(x, labels, tax, folds=3)
     top = fit.summary["leaf_ids"][:, 0]
     assert (top == truth).mean() > (labels == truth).mean() + 0.15
+    assert fit.label_noise is None and fit.label_weight is None
+
+
+def test_label_posterior_completes_truncated_labels_and_keeps_the_rest():
+    """Genus-only labels get the teacher's species; species labels the teacher allows stay."""
+    tax, x, truth, labels = _data(n=450, noise=0.0)
+    labels = labels.copy()
+    truncated = np.arange(0, 450, 3)
+    labels[truncated] = [tax.parents[int(t)] for t in labels[truncated]]  # species -> genus
+    labels[5] = truth[6] if truth[6] != truth[5] else truth[7]  # one wrong species label
+    fit = _fit(x, labels, tax, folds=3, label_posterior=True)
+    top = fit.summary["leaf_ids"][:, 0]
+    assert (top[truncated] == truth[truncated]).mean() > 0.95
+    kept = np.setdiff1d(np.arange(450), truncated)
+    assert (top[kept] == labels[kept]).mean() > 0.99
+    assert fit.label_noise is not None and 0.0 < fit.label_noise < 0.05
+    weight = fit.label_weight
+    assert weight is not None and np.isfinite(weight).all() and weight.min() >= 0.0
+    # no label is forced on the contigs: a truncated label leaves the species to the teacher
+    only = _fit(x, labels, tax, folds=3)
+    assert (only.summary["leaf_ids"][truncated, 0] == top[truncated]).mean() > 0.9
 
 
 def test_unlabelled_rows_come_from_the_final_head():

@@ -142,3 +142,29 @@ def test_check_notices_a_foreign_head(store, tmp_path):
         assert any("does not belong" in p for p in problems)
     finally:
         shutil.copy(saved, head)
+
+
+def test_label_posterior_soft_labels_beat_teacher_and_labels(store, cli):
+    """--label-posterior: soft labels from the teacher AND the label beat either at genus."""
+    from tdstore.labels import label_vector
+
+    result = cli(
+        "teach", store.path, "--embeddings", "kmer4", "--labels", "mmseqs",
+        "--name", "post", "--label-posterior",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "label posterior: fitted label noise" in result.stdout
+    tax = store.taxonomy()
+    gold = tax.rank_matrix(label_vector(store, "gold"))
+    noisy = tax.rank_matrix(np.maximum(label_vector(store, "mmseqs"), 0))
+    agreement = {}
+    for name in ("kmer4.mmseqs", "post"):
+        table, meta = SL.load_soft_labels(store, name)
+        calls = tax.rank_matrix(table.column("taxon_id").to_numpy())
+        agreement[name] = {rank: _agreement(calls, gold, rank) for rank in ("genus", "species")}
+    posterior = meta["label_posterior"]
+    assert 0.0 < posterior["noise"] < 0.5 and 0.5 < posterior["mean_label_weight"] <= 1.0
+    print("agreement with gold", agreement)
+    for rank in ("genus", "species"):
+        assert agreement["post"][rank] > _agreement(noisy, gold, rank)
+        assert agreement["post"][rank] > agreement["kmer4.mmseqs"][rank]

@@ -294,6 +294,11 @@ def _train_into(
     return S.RUN.stamp(doc)
 
 
+def label_informed(soft_meta: dict[str, Any] | None) -> bool:
+    """Whether soft labels were computed from the noisy labels too (teach's label posterior)."""
+    return bool(soft_meta and soft_meta.get("label_posterior"))
+
+
 def _calibrate(model: Any, inputs: Any, held_rows: np.ndarray, device: str) -> Any:
     """Per-rank calibration on the held-out rows (raw scores kept if there are none)."""
     from tdstore.student.calibrate import Calibration, Signals, fit_calibration
@@ -302,12 +307,15 @@ def _calibrate(model: Any, inputs: Any, held_rows: np.ndarray, device: str) -> A
     if held_rows.size == 0:
         return Calibration()
     x = inputs.x[held_rows]
+    # Soft labels that are a posterior given the label already contain the held-out
+    # rows' own labels: as a calibration signal they would leak the target.
+    teacher = None if label_informed(inputs.teacher_meta) else inputs.teacher
     parts = []
     for start, probs, depth in infer(model, x, device=device):
         chain, raw = chain_scores(inputs.hierarchy, probs)
         signals = Signals(raw=raw, depth=np.where(chain >= 0, depth, np.nan))
-        if inputs.teacher is not None:
-            part = inputs.teacher.take(held_rows[start : start + probs.shape[0]])
+        if teacher is not None:
+            part = teacher.take(held_rows[start : start + probs.shape[0]])
             signals.teacher = teacher_node_probs(
                 inputs.hierarchy, chain, part.index, part.prob, part.rest, part.present
             )
@@ -316,7 +324,7 @@ def _calibrate(model: Any, inputs: Any, held_rows: np.ndarray, device: str) -> A
     signals = Signals(
         raw=np.concatenate([p[1].raw for p in parts]),
         depth=np.concatenate([p[1].depth for p in parts]),
-        teacher=None if inputs.teacher is None else np.concatenate([p[1].teacher for p in parts]),
+        teacher=None if teacher is None else np.concatenate([p[1].teacher for p in parts]),
     )
     label_ranks = inputs.taxonomy.rank_matrix(inputs.labels[held_rows])
     return fit_calibration(signals, taxa, label_ranks)

@@ -57,6 +57,7 @@ class TeachConfig:
     patience: int = 10
     val_fraction: float = 0.1
     device: str = "cpu"
+    label_posterior: bool = False
 
     def validate(self) -> TeachConfig:
         if self.head not in HEAD_KINDS:
@@ -95,6 +96,8 @@ class SoftLabelFit:
     final: HeadFit
     fold_metrics: list[dict[str, Any]] = field(default_factory=list)
     n_labelled: int = 0
+    label_noise: float | None = None  # fitted noise rate, when the label posterior is on
+    label_weight: np.ndarray | None = None  # (n_rows,) P(label right); NaN without a label
 
 
 def derive_seed(seed: int, tag: int) -> int:
@@ -299,6 +302,15 @@ def _new_summary(n_rows: int, top_k: int) -> dict[str, np.ndarray]:
     }
 
 
+@dataclass(frozen=True)
+class LabelPrior:
+    """The noisy labels of the rows being filled, as leaf ranges, and the fitted noise rate."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    noise: float
+
+
 def _fill(
     out: dict[str, np.ndarray],
     rows: np.ndarray,
@@ -306,16 +318,44 @@ def _fill(
     load: Callable[[np.ndarray], np.ndarray],
     hierarchy: Hierarchy,
     top_k: int,
+    prior: LabelPrior | None = None,
+    label_weight: np.ndarray | None = None,
 ) -> None:
-    """Predict ``rows`` with ``head`` chunk by chunk and store their summaries in ``out``."""
+    """Predict ``rows`` with ``head`` chunk by chunk and store their summaries in ``out``.
+
+    With ``prior``, the summary is of the posterior given the teacher and each row's
+    label (tdstore.teacher.posterior); ``label_weight[rows]`` receives P(label right).
+    """
+    from tdstore.teacher.posterior import label_posterior
     from tdstore.teacher.soft_labels import summarise
 
     step = _chunk_rows(hierarchy)
     for start in range(0, rows.shape[0], step):
         chunk = rows[start : start + step]
-        summary = summarise(leaf_probabilities(head, load(chunk)), hierarchy, top_k)
+        q = leaf_probabilities(head, load(chunk))
+        if prior is not None:
+            part = slice(start, start + step)
+            q, pi = label_posterior(q, prior.lo[part], prior.hi[part], prior.noise)
+            if label_weight is not None:
+                label_weight[chunk] = pi
+        summary = summarise(q, hierarchy, top_k)
         for key, values in summary.items():
             out[key][chunk] = values
+
+
+def _label_masses(
+    heads: list[tuple[np.ndarray, Any]], x: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """Each labelled row's teacher mass on its own label, from the head that did not see it."""
+    from tdstore.teacher.posterior import label_mass
+
+    mass = np.empty(x.shape[0], dtype=np.float64)
+    for held, head in heads:
+        where = np.flatnonzero(held)
+        for start in range(0, where.shape[0], 8192):
+            part = where[start : start + 8192]
+            mass[part] = label_mass(leaf_probabilities(head, x[part]), lo[part], hi[part])
+    return mass
 
 
 def heldout_metrics(
@@ -390,6 +430,7 @@ def _cross_fit(
     out = _new_summary(n_rows, top_k)
     fold_of_row = np.full(n_rows, -1, dtype=np.int16)
     fold_metrics: list[dict[str, Any]] = []
+    heads: list[tuple[np.ndarray, Any]] = []  # (held-out mask over labelled rows, head)
     n_heads = config.folds + 1 if config.folds > 1 else 1
     # Early stopping skips the rest of a head's epochs, so the bar's total is an upper bound.
     training = {"head": ""}
@@ -433,7 +474,7 @@ def _cross_fit(
                     loss,
                     accuracy,
                 )
-                _fill(out, rows[held], fit.head, labelled_x, hierarchy, top_k)
+                heads.append((held, fit.head))
                 fold_of_row[rows[held]] = k
         training["head"] = "final head (all labels)"
         final = train_head(
@@ -446,8 +487,18 @@ def _cross_fit(
             progress=bar,
         )
     if config.folds == 1:
-        _fill(out, rows, final.head, labelled_x, hierarchy, top_k)
+        heads = [(np.ones(rows.shape[0], dtype=bool), final.head)]
         fold_of_row[rows] = 0
+    noise, label_weight = None, None
+    if config.label_posterior:
+        from tdstore.teacher.posterior import fit_label_noise
+
+        noise = fit_label_noise(_label_masses(heads, x, lo, hi), (hi - lo) / hierarchy.n_leaves)
+        label_weight = np.full(n_rows, np.nan, dtype=np.float32)
+        log.info("teach: fitted label noise rate %.4f", noise)
+    for held, head in heads:
+        prior = None if noise is None else LabelPrior(lo[held], hi[held], noise)
+        _fill(out, rows[held], head, labelled_x, hierarchy, top_k, prior, label_weight)
     unlabelled = np.setdiff1d(np.arange(n_rows, dtype=np.int64), rows, assume_unique=True)
     if unlabelled.size:
         _fill(out, unlabelled, final.head, load, hierarchy, top_k)
@@ -458,6 +509,8 @@ def _cross_fit(
         final=final,
         fold_metrics=fold_metrics,
         n_labelled=int(rows.size),
+        label_noise=noise,
+        label_weight=label_weight,
     )
 
 
@@ -477,6 +530,7 @@ def teach(
     seed: int = 0,
     epochs: int = DEFAULT_EPOCHS,
     device: str = "cpu",
+    label_posterior: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> str:
@@ -488,7 +542,13 @@ def teach(
 
     name = validate_name(name or default_name(embeddings, labels), "soft label")
     config = TeachConfig(
-        head=head, folds=folds, top_k=top_k, seed=seed, epochs=epochs, device=device
+        head=head,
+        folds=folds,
+        top_k=top_k,
+        seed=seed,
+        epochs=epochs,
+        device=device,
+        label_posterior=label_posterior,
     ).validate()
     if config.device.startswith("cuda"):
         import torch
@@ -535,6 +595,14 @@ def teach(
                 "val_accuracy": fit.final.val_accuracy,
             },
             "unlabelled_from": "final head (fold -1)",
+            "label_posterior": (
+                None
+                if fit.label_noise is None
+                else {
+                    "noise": round(fit.label_noise, 6),
+                    "mean_label_weight": round(float(np.nanmean(fit.label_weight)), 6),
+                }
+            ),
             "tdstore_version": tdstore.__version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }

@@ -9,8 +9,9 @@ correct / (correct + wrong); recall = correct / all gold contigs)::
     python benchmarks/student.py --contigs 20000 --epochs 20 --workdir /tmp/bench-student
     python benchmarks/student.py --contigs 20000 --epochs 20 --workdir /tmp/bench-student --skip-vamb
 
-Preparation (simulate, ingest, labels, kmer embeddings, teach) is reused from the
-workdir and not timed.
+Preparation (simulate, ingest, labels, kmer embeddings, teach: ``kt`` the teacher alone,
+``kp`` its label posterior) is reused from the workdir and not timed. Runs: ``plain``
+(--no-teacher), ``kd`` (from ``kt``), ``kd-post`` (from ``kp``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,13 @@ def sh(args: list[str], log: Path | None = None, threads: int = 1) -> dict:
 
 def prepare(work: Path, n_contigs: int, seed: int) -> Path:
     store = work / "s.tdstore"
+    posterior = [
+        "teach", str(store), "--embeddings", "kmer4", "--labels", "mmseqs", "--name", "kp",
+        "--label-posterior",
+    ]  # fmt: skip
     if (store / "soft_labels" / "kt.parquet").exists():
+        if not (store / "soft_labels" / "kp.parquet").exists():
+            sh([TDSTORE, *posterior], threads=2)
         return store
     sim = work / "sim"
     steps = [
@@ -81,6 +88,7 @@ def prepare(work: Path, n_contigs: int, seed: int) -> Path:
         ["labels", "import", str(store), "gold", str(sim / "gold.tsv"), "--format", "taxometer"],
         ["embed", str(store), "--model", "kmer:4"],
         ["teach", str(store), "--embeddings", "kmer4", "--labels", "mmseqs", "--name", "kt"],
+        posterior,
     ]
     for step in steps:
         print("prepare:", " ".join(step[:2]), flush=True)
@@ -273,6 +281,7 @@ def main() -> None:
     plans = [
         ("plain", ["--no-teacher", "--epochs", str(args.epochs)]),
         ("kd", ["--soft-labels", "kt", "--epochs", str(args.epochs)]),
+        ("kd-post", ["--soft-labels", "kp", "--epochs", str(args.epochs)]),
     ]
     if args.fast_epochs:
         plans += [

@@ -89,8 +89,12 @@ def teach(
         typer.echo(f"held-out accuracy vs the noisy labels per fold: {folds_text}")
     posterior = meta.get("label_posterior")
     if posterior:
+        from tdstore.teacher.posterior import MIN_NOISE
+
+        noise = posterior["noise"]
+        bound = " (lower bound: the teacher rules no label out)" if noise <= MIN_NOISE else ""
         typer.echo(
-            f"label posterior: fitted label noise {posterior['noise']:.3f}, "
+            f"label posterior: fitted label noise {noise:.2g}{bound}, "
             f"mean P(label right) {posterior['mean_label_weight']:.3f}"
         )
     typer.echo(f"head: {head_path(handle, done)}")

@@ -91,7 +91,7 @@ def check(
     """Check schemas, refhash, array shapes and that every published object is complete."""
     import tdstore
     from tdstore.check import check_store, leftovers, remove_leftovers
-    from tdstore.errors import SchemaError
+    from tdstore.errors import IncompleteError, SchemaError, UnfinishedProblem
 
     handle = tdstore.open(store)
     found = remove_leftovers(handle) if clean else leftovers(handle)
@@ -102,5 +102,7 @@ def check(
     if problems:
         for problem in problems:
             typer.echo(f"problem: {problem}", err=True)
+        if all(isinstance(problem, UnfinishedProblem) for problem in problems):
+            raise IncompleteError(f"{store}: {len(problems)} unfinished object(s); resume them")
         raise SchemaError(f"{store}: {len(problems)} problem(s) found")
     typer.echo(f"{store}: ok")

@@ -37,6 +37,13 @@ class IncompleteError(TdstoreError):
     exit_code = 4
 
 
+class UnfinishedProblem(str):
+    """A ``tdstore check`` problem that re-running the interrupted command fixes.
+
+    A store whose only problems are of this kind is incomplete (exit 4), not damaged (5).
+    """
+
+
 class SchemaError(TdstoreError):
     """A stored object has an unknown schema name or version, or is corrupt."""
 

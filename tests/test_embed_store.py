@@ -166,6 +166,24 @@ def test_fingerprint_ignores_batch_size_tracks_pooling(tmp_path, tiny, seqs):
     assert embed_store.describe(store, "tiny-last")["pooling"] == "last"
 
 
+def test_a_set_with_no_finished_shard_is_replaced_not_blocking(tmp_path, tiny, seqs, cli):
+    """A first run that finished nothing (a model that failed to load) must not block the name."""
+    store = make_store(tmp_path / "s", seqs)
+    first = run(store, tiny, n_shards=2, max_shards=0)
+    path = embed_store.set_path(store, first["name"])
+    assert path.exists() and first["shards_done"] == 0
+    unfinished = cli("check", store.path)
+    assert unfinished.exit_code == 4, unfinished.stderr  # incomplete, not damaged
+    assert "unfinished" in unfinished.stderr
+    second = run(store, tiny, pooling="last", name=first["name"], n_shards=2)
+    assert second["fingerprint"] != first["fingerprint"] and second["shards_done"] == 2
+    assert embed_store.check(store, first["name"], True) == []
+    assert not list(path.parent.glob("*.tmp-*"))
+    # with finished work the conflict stands
+    with pytest.raises(ConflictError, match="differs in: pooling"):
+        run(store, tiny, name=first["name"])
+
+
 def test_cache_dir_shared_between_stores(tmp_path, tiny, seqs):
     cache = tmp_path / "cache"
     one = make_store(tmp_path / "one", seqs)

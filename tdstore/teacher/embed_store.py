@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +35,19 @@ import numpy as np
 
 from tdstore import __version__
 from tdstore.atomic import atomic_path, write_json_atomic
-from tdstore.errors import ConflictError, IncompleteError, SchemaError, TdstoreError, UsageError
+from tdstore.errors import (
+    ConflictError,
+    IncompleteError,
+    SchemaError,
+    TdstoreError,
+    UnfinishedProblem,
+    UsageError,
+)
 from tdstore.schemas import declarations as S
 from tdstore.store import Store
 from tdstore.tables import check_array, chunk_rows
+
+log = logging.getLogger("tdstore")
 
 SUFFIX = ".zarr"
 # Bump when the same inputs would give different numbers (pooling or windowing code).
@@ -179,10 +190,30 @@ def open_or_create(
         if set_path(store, name).exists():
             attrs = read_attrs(store, name)
             store.check_refhash(attrs, set_path(store, name))
-            if attrs.get("fingerprint") != fingerprint:
+            if attrs.get("fingerprint") == fingerprint:
+                return attrs
+            if _has_finished_shard(set_path(store, name), int(attrs.get("n_shards", 0))):
                 raise ConflictError(_conflict_message(name, attrs, recipe.inputs))
-            return attrs
+            # Nothing finished (say the model failed to load): no work is lost by starting
+            # over, and refusing would leave the name blocked by an empty set.
+            log.warning(
+                "embedding set %r has no finished shard and other settings: replacing it", name
+            )
+            _discard(set_path(store, name))
         return _create(store, name, recipe, fingerprint, n_shards, workers)
+
+
+def _has_finished_shard(path: Path, n_shards: int) -> bool:
+    return any(read_marker(path, shard) is not None for shard in range(n_shards))
+
+
+def _discard(path: Path) -> None:
+    """Move the set aside by rename (atomic), then delete it."""
+    import shutil
+
+    trash = path.with_name(f"{path.name}.tmp-discarded-{os.getpid()}")  # a leftover for check
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _conflict_message(name: str, attrs: dict[str, Any], inputs: dict[str, Any]) -> str:
@@ -379,8 +410,10 @@ def check(store: Store, name: str, deep: bool) -> list[str]:
                 )
     if pending:
         problems.append(
-            f"{where}: unfinished, {len(pending)} of {attrs['n_shards']} shards pending; "
-            "re-run the same tdstore embed command to resume"
+            UnfinishedProblem(
+                f"{where}: unfinished, {len(pending)} of {attrs['n_shards']} shards pending; "
+                "re-run the same tdstore embed command to resume"
+            )
         )
     del zarr
     return problems

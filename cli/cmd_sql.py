@@ -57,7 +57,8 @@ def sql(
     cap = limit if limit is not None else (_TABLE_ROWS if chosen == "table" else None)
     # One more row than shown tells the table view whether rows were left out.
     fetch = cap + 1 if chosen == "table" and cap is not None else cap
-    con = tsql.connect(tdstore.open(store))
+    tsql.check_read_only(query)  # before connecting: a refused query builds no cache
+    con = tsql.connect(tdstore.open(store), calls=tsql.calls_mode(query))
     try:
         table = tsql.execute(con, query, limit=fetch)
     finally:

@@ -20,6 +20,8 @@ Store layout (paths relative to the store directory)::
     runs/<name>/predictions.parquet   tdstore.predictions
     runs/<name>/metrics.parquet       tdstore.metrics
     metrics/labels-<name>.parquet     tdstore.metrics     evaluation of a label set
+    cache/calls.duckdb                tdstore.calls       derived: the `calls` view materialised
+                                                          (DuckDB file; rebuilt when stale)
 
 Rows: ``row`` is the dense 0..N-1 index of a KEPT contig (the row in every array);
 filtered contigs appear only in ``contigs.parquet`` with a null ``row``.
@@ -227,5 +229,16 @@ METRICS = register(
             C("f1", "float64", doc="0 when P + R = 0; NaN when n_gold = 0"),
         ),
         doc="Per-rank evaluation against a gold label set; metadata: refhash, created.",
+    )
+)
+
+CALLS = register(
+    DocumentSpec(
+        "tdstore.calls",
+        1,
+        required=("fingerprint", "inputs", "n_rows", "columns"),
+        doc="cache/calls.duckdb: table `calls` (one row per kept contig, every source's call "
+        "as flat columns, row order) and this document in table `tdstore_meta`. A cache whose "
+        "fingerprint differs from its inputs' is never used (tdstore.calls).",
     )
 )

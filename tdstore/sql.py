@@ -46,10 +46,15 @@ VIEWS: dict[str, str] = {
     "predictions": "runs/*/predictions.parquet with run, plus the lineage columns",
     "subsets": "one row per subset: name, sql, sql_hash, n_rows, created, refhash, current",
     "subset_rows": "name, row: the rows of every subset",
+    "calls": "one row per kept contig: row, contig_id, sample, length, gc, n_count, then "
+    "label_<set>_*, soft_<set>_* and pred_<run>_* columns (taxon_id, taxon_rank, taxon_name, "
+    "domain ... species; novel / confidence, p_<rank> / score_<rank>); no join needed",
 }
 MACROS: dict[str, str] = {
     "rank_name(taxon_id, rank)": "name of the taxon's ancestor at a rank, e.g. 'family'",
     "rank_depth(rank)": "1 for domain ... 7 for species: lineage_probs[rank_depth('genus')]",
+    "rank_agreement(a, b)": "table: per rank, contigs both sources call to it and the share "
+    "where they agree; a, b name calls' sources, e.g. 'label_mmseqs', 'soft_teacher'",
 }
 
 # Declared columns of the metadata tables built in Python (more may follow from the JSON).
@@ -89,6 +94,7 @@ _SUBSET_COLUMNS: dict[str, pa.DataType] = {
 
 _READ_STATEMENTS = {"SELECT"}
 INTERNAL = "tdstore_internal"
+CALLS_DB = "tdstore_calls"
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+)?(.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -122,13 +128,21 @@ def check_read_only(sql: str) -> None:
             )
 
 
-def connect(store: Store) -> Any:
-    """A DuckDB connection with every view of ``store``, sandboxed and locked."""
+def connect(store: Store, *, calls: str = "build") -> Any:
+    """A DuckDB connection with every view of ``store``, sandboxed and locked.
+
+    ``calls``: "build" makes the ``calls`` cache current first (if the store can be
+    written); "use" attaches it only if it is already current. Either way a stale or
+    missing cache gives ``calls`` as the (slower) join over the views.
+    """
     import duckdb
 
+    if calls not in {"build", "use"}:
+        raise ValueError(calls)
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
     try:
-        allowed = _Views(store, con).build()
+        allowed = build_views(store, con)
+        _calls_view(store, con, build=calls == "build")
         con.execute(f"SET allowed_paths = [{', '.join(quote(p) for p in sorted(allowed))}]")
         con.execute("SET allowed_directories = []")
         # No spill directory: DuckDB would otherwise allow writes under ./.tmp.
@@ -141,6 +155,27 @@ def connect(store: Store) -> Any:
         con.close()
         raise
     return con
+
+
+def build_views(store: Store, con: Any) -> set[str]:
+    """Create every view but ``calls`` on ``con`` (no sandbox); returns the files they read."""
+    return _Views(store, con).build()
+
+
+def _calls_view(store: Store, con: Any, *, build: bool) -> None:
+    """``calls`` from the current cache (attached read-only), else as the join it caches."""
+    from tdstore import calls
+
+    found = calls.sources(store) if store.is_ingested else []
+    if store.is_ingested:
+        key = calls.fingerprint(store, found)
+        attached = calls.attach_current(con, store, key, CALLS_DB)
+        if not attached and build and calls.refresh(store):
+            attached = calls.attach_current(con, store, key, CALLS_DB)
+        if attached:
+            con.execute(f"CREATE VIEW {calls.NAME} AS SELECT * FROM {CALLS_DB}.{calls.NAME}")
+            return
+    con.execute(f"CREATE VIEW {calls.NAME} AS {calls.join_sql(found)}")
 
 
 def execute(con: Any, sql: str, *, limit: int | None = None) -> pa.Table:
@@ -164,11 +199,19 @@ def execute(con: Any, sql: str, *, limit: int | None = None) -> pa.Table:
 
 def query(store: Store, sql: str, *, limit: int | None = None) -> pa.Table:
     """Run one read query against ``store``; returns an Arrow table."""
-    con = connect(store)
+    check_read_only(sql)  # before connecting: a refused query builds no cache
+    con = connect(store, calls=calls_mode(sql))
     try:
         return execute(con, sql, limit=limit)
     finally:
         con.close()
+
+
+def calls_mode(sql: str) -> str:
+    """Build the ``calls`` cache only for a query that reads it (a build takes a while)."""
+    from tdstore.calls import referenced
+
+    return "build" if referenced(sql) else "use"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -367,6 +410,26 @@ class _Views:
         )
         listed = ", ".join(quote(r) for r in RANKS)
         self.con.execute(f"CREATE MACRO rank_depth(r) AS list_position([{listed}], lower(r))")
+        self._lineage_codes(taxonomy)
+
+    def _lineage_codes(self, taxonomy: Any) -> None:
+        """Depth and packed lineage per taxon (for calls), and the rank_agreement macro."""
+        import numpy as np
+
+        from tdstore import calls
+
+        codes, depth, low = calls.lineage_codes(taxonomy)
+        table = pa.table(
+            {
+                "taxon_id": pa.array(np.arange(len(codes), dtype=np.int64)),
+                "depth": pa.array(depth.astype(np.int8)),
+                "lineage_code": pa.array(codes, mask=codes < 0),
+            }
+        )
+        self._table_from_arrow(f"{INTERNAL}.{calls.CODES_TABLE}", table)
+        packed = bool(codes.size == 0 or codes.min() >= 0)
+        body = calls.agreement_sql(low, packed=packed)
+        self.con.execute(f"CREATE MACRO rank_agreement(a, b) AS TABLE {body}")
 
     def _contigs(self) -> None:
         path = self.store.core_dir / "contigs.parquet"

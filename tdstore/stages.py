@@ -18,6 +18,7 @@ STAGE_MODULES: dict[str, str] = {
     "soft_labels": "tdstore.teacher.soft_labels",
     "subsets": "tdstore.subsets",
     "runs": "tdstore.student.runs",
+    "caches": "tdstore.calls",
 }
 
 

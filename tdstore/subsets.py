@@ -10,8 +10,9 @@ it trained on and a subset made against other store content is refused::
 ``--where`` expressions see one relation, ``subset_source``: the kept contigs (row,
 contig_id, sample, length, gc, n_count) and, with ``labels=NAME``, that label set's
 taxon_id, novel, taxon_rank, taxon_name, domain, phylum, class, "order", family, genus,
-species (null for unlabelled contigs). Every view of ``tdstore sql`` can be used in
-sub-queries, e.g. ``row IN (SELECT row FROM soft_labels WHERE confidence > 0.9)``.
+species (null for unlabelled contigs; read from the ``calls`` view, no join). Every view
+of ``tdstore sql`` can be used in sub-queries, e.g.
+``row IN (SELECT row FROM calls WHERE soft_teacher_confidence > 0.9)``.
 """
 
 from __future__ import annotations
@@ -47,17 +48,15 @@ def list_names(store: Store) -> list[str]:
 
 def where_sql(where: str, labels: str | None = None) -> str:
     """The full SELECT a ``--where`` expression stands for (stored with the subset)."""
-    contig = ", ".join(f"c.{c}" for c in CONTIG_COLUMNS)
     if labels is None:
+        contig = ", ".join(f"c.{c}" for c in CONTIG_COLUMNS)
         source = f"SELECT {contig} FROM contigs c WHERE c.kept"
     else:
-        from tdstore.sql import quote
+        from tdstore.calls import ident
 
-        label = ", ".join(f'l."{c}"' for c in LABEL_COLUMNS)
-        source = (
-            f"SELECT {contig}, {label} FROM contigs c LEFT JOIN labels l "
-            f"ON l.row = c.row AND l.label_set = {quote(labels)} WHERE c.kept"
-        )
+        # The label set's columns of the calls view: no join of contigs with labels.
+        label = ", ".join(f"{ident(f'label_{labels}_{c}')} AS {ident(c)}" for c in LABEL_COLUMNS)
+        source = f"SELECT {', '.join(CONTIG_COLUMNS)}, {label} FROM calls"
     return f"WITH subset_source AS ({source})\nSELECT row FROM subset_source WHERE ({where})"
 
 
@@ -71,7 +70,7 @@ def select_rows(store: Store, sql: str) -> tuple[np.ndarray, dict[str, int]]:
     tsql.check_read_only(sql)
     if len(_statements(sql)) != 1:
         raise UsageError("subset SQL must be exactly one SELECT statement")
-    con = tsql.connect(store)
+    con = tsql.connect(store, calls=tsql.calls_mode(sql))
     try:
         columns = tsql.execute(con, f"SELECT * FROM ({sql}) LIMIT 0").column_names
         if "row" in columns:

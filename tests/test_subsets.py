@@ -31,7 +31,9 @@ def test_where_with_labels(store):
     assert rows.dtype == np.int64 and rows.tolist() == expected
     table, meta = read_table(subsets.subset_path(store, "bacteroides"), S.SUBSET)
     assert meta["tdstore.refhash"] == store.refhash
-    assert "l.label_set = 'mmseqs'" in meta["sql"] and "genus = 'g__Bacteroides'" in meta["sql"]
+    # The label columns come from the calls view (no join), under their subset_source names.
+    assert '"label_mmseqs_genus" AS "genus"' in meta["sql"] and "FROM calls" in meta["sql"]
+    assert "genus = 'g__Bacteroides'" in meta["sql"]
     import hashlib
 
     assert meta["sql_hash"] == hashlib.sha256(meta["sql"].encode()).hexdigest()

@@ -83,18 +83,27 @@ class TableWriter:
     """
 
     def __init__(
-        self, path: Path | str, spec: TableSpec, *, metadata: Mapping[str, Any] | None = None
+        self,
+        path: Path | str,
+        spec: TableSpec,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        durable: bool = True,
     ):
+        """``options``: extra ``pq.ParquetWriter`` options (e.g. ``use_dictionary``);
+        ``durable=False`` skips the fsync (for a file inside a directory published later)."""
         self.path = Path(path)
         self.spec = spec
         self.metadata = dict(metadata or {})
-        self._ctx = atomic_path(self.path)
+        self.options = {"compression": "zstd", **(options or {})}
+        self._ctx = atomic_path(self.path, durable=durable)
         self._writer: pq.ParquetWriter | None = None
 
     def __enter__(self) -> TableWriter:
         self._tmp = self._ctx.__enter__()
         schema = self.spec.arrow_schema(_encode_metadata(self.metadata))
-        self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+        self._writer = pq.ParquetWriter(self._tmp, schema, **self.options)
         return self
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:

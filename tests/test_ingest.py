@@ -156,6 +156,49 @@ def test_abundance_reader_bad(tmp_path, text, message):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "contigname\tA\tB\nc2\t1\t2.5\nc1\t0\t1e3\n",
+        "contigname\tA\tB\r\nc2\t1\t2.5\r\nc1\t0\t1e3\r\n\r\n\n",  # CRLF, trailing blanks
+        "contigname\tA\nc1\t0.1\nc2\t3.4028234e38\nc3\t1e-45\nc4\t-0\nc5\t+7\n",
+        "contigname\tA\nc1\t 1\nc2\t1_000\n",  # float() accepts these; Arrow may not
+        "contigname\tA\nc1\t1\n  \n",  # a trailing line of spaces
+        "contigname\tA\nc1\t1",  # no final newline
+        "contigname\tA\n",  # header only
+    ],
+)
+def test_abundance_fast_reader_agrees_with_line_reader(tmp_path, text):
+    from tdstore.ingest.abundance import _read_fast, _read_lines
+
+    path = tmp_path / "a.tsv"
+    path.write_text(text, newline="")
+    samples, ids, values, index = _read_lines(path, text.encode())
+    table = read_abundance(path)
+    assert (table.samples, table.ids, table.index) == (samples, ids, index)
+    assert table.values.dtype == np.float32
+    np.testing.assert_array_equal(table.values, values)
+    fast = _read_fast(text.encode())
+    if fast is not None:  # whatever it accepts, it reads exactly as the line reader
+        assert fast[:2] == (samples, ids) and fast[3] == index
+        np.testing.assert_array_equal(fast[2], values)
+
+
+def test_abundance_fast_reader_reads_vamb_tables_exactly(tmp_path):
+    from tdstore.ingest.abundance import _read_fast, _read_lines
+
+    rng = np.random.default_rng(3)
+    depth = rng.lognormal(0.0, 3.0, size=(500, 3))
+    rows = [f"S1C{i}\t" + "\t".join(repr(float(d)) for d in row) for i, row in enumerate(depth)]
+    text = ("contigname\ta\tb\tc\n" + "\n".join(rows) + "\n").encode()
+    fast = _read_fast(text)
+    assert fast is not None  # a plain vamb table takes the fast path
+    slow = _read_lines(tmp_path / "a.tsv", text)
+    assert fast[:2] == slow[:2] and fast[3] == slow[3]
+    np.testing.assert_array_equal(fast[2], slow[2])
+    np.testing.assert_array_equal(fast[2], depth.astype(np.float32))
+
+
 # ----- ingest ---------------------------------------------------------------------------
 def test_ingest_writes_core(tmp_path, contigs):
     fasta = _write_fasta(tmp_path / "c.fa.gz", contigs)

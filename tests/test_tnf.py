@@ -143,3 +143,58 @@ def test_base_counts_match_naive():
         expected.append(len(up) - sum(expected))
         assert bases[i].tolist() == expected, seq
         assert np.array_equal(tetramers[i], _naive_counts(seq))
+
+
+# ----- the compiled counter and its numpy fallback ------------------------------------------
+def _mixed_sequences() -> list[str]:
+    rng = np.random.default_rng(11)
+    letters = np.array(list("ACGTNacgtnRYkm"))
+    seqs = ["".join(rng.choice(letters, size=n)) for n in (1, 2, 3, 4, 5, 17, 256, 3000)]
+    seqs += ["".join(rng.choice(list("ACGT"), size=n)) for n in (4, 999)]
+    return seqs
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_count_bytes_and_join_and_count_match_numpy(monkeypatch, compiled):
+    if compiled and T._kmercount is None:
+        pytest.skip("the C counter was not built")
+    if not compiled:
+        monkeypatch.setattr(T, "_kmercount", None)
+    seqs = _mixed_sequences()
+    codes, offsets = T.encode_batch([s.encode() for s in seqs])
+    want_tetramers, want_bases = T.count_batch(codes, offsets)
+    data, joined_offsets, tetramers, bases, flags = T.join_and_count(seqs)
+    assert data == "".join(seqs).encode() and np.array_equal(joined_offsets, offsets)
+    assert np.array_equal(tetramers, want_tetramers) and np.array_equal(bases, want_bases)
+    assert flags == T.HAS_LOWER
+    tetramers, bases, flags = T.count_bytes(data, offsets)
+    assert np.array_equal(tetramers, want_tetramers) and np.array_equal(bases, want_bases)
+    assert flags == T.HAS_LOWER
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_counter_flags_and_non_ascii(monkeypatch, compiled):
+    if compiled and T._kmercount is None:
+        pytest.skip("the C counter was not built")
+    if not compiled:
+        monkeypatch.setattr(T, "_kmercount", None)
+    assert T.join_and_count(["ACGT", "GGCC"])[4] == 0
+    assert T.join_and_count(["ACGT", "GG-C"])[4] == T.HAS_NON_LETTER
+    assert T.join_and_count(["acgt*"])[4] == T.HAS_LOWER | T.HAS_NON_LETTER
+    assert T.join_and_count([])[0] == b""
+    with pytest.raises(UnicodeEncodeError):
+        T.join_and_count(["ACGT", "ACG\u00e9"])
+
+
+def test_compiled_counter_checks_its_buffers():
+    if T._kmercount is None:
+        pytest.skip("the C counter was not built")
+    offsets = np.array([0, 4, 2], dtype=np.int64)  # out of order
+    with pytest.raises(ValueError, match="offsets"):
+        T._kmercount.count(b"ACGT", offsets, np.zeros(512, np.int64), np.zeros(10, np.int64))
+    with pytest.raises(ValueError, match="sizes"):
+        T._kmercount.count(b"ACGT", np.array([0, 4]), np.zeros(10, np.int64), np.zeros(5, np.int64))
+    with pytest.raises(ValueError, match="lengths"):
+        T._kmercount.join_count(
+            ["ACGT"], np.array([0, 3]), np.zeros(256, np.int64), np.zeros(5, np.int64)
+        )

@@ -14,8 +14,14 @@ import threading
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+try:  # optional C accelerator (built by `pip install`); numpy does the same without it
+    from tdstore.features import _kmercount
+except ImportError:  # pragma: no cover - depends on the build
+    _kmercount = None
 
 N_TETRAMERS = 256
 N_TNF = 103
@@ -26,6 +32,10 @@ for _i, _base in enumerate(b"ACGT"):
     _CODE[_base] = _i
     _CODE[_base + 32] = _i  # lower case
 _CODE_TABLE = _CODE.tobytes()
+_UPPER_CASE = bytes(range(ord("A"), ord("Z") + 1))
+# count_bytes' flags: the data holds a lower-case letter / a byte that is not a letter.
+HAS_LOWER = 1
+HAS_NON_LETTER = 2
 
 
 def encode(buffer: bytes) -> np.ndarray:
@@ -49,6 +59,52 @@ def tetramer_counts(codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     code are not counted (as in vamb).
     """
     return count_batch(codes, offsets)[0]
+
+
+def count_bytes(data: bytes, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Tetramer counts (n, 256), base counts (n, 5) and flags of sequences in one buffer.
+
+    ``data[offsets[i]:offsets[i+1]]`` is contig ``i``, in either case. The flags say
+    whether ``data`` holds lower-case letters (:data:`HAS_LOWER`) or bytes that are not
+    letters (:data:`HAS_NON_LETTER`). The compiled counter (one pass, without the GIL, so
+    another thread can compress or hash meanwhile) is used where it was built; numpy
+    computes the same otherwise.
+    """
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    n = len(offsets) - 1
+    if _kmercount is not None:
+        counts = np.zeros((n, N_TETRAMERS), dtype=np.int64)
+        bases = np.zeros((n, INVALID + 1), dtype=np.int64)
+        flags = _kmercount.count(data, offsets, counts, bases)
+        return counts, bases, flags
+    counts, bases = count_batch(encode(data), offsets)
+    flags = 0
+    for byte in set(data[int(offsets[0]) : int(offsets[-1])].translate(None, _UPPER_CASE)):
+        flags |= HAS_LOWER if ord("a") <= byte <= ord("z") else HAS_NON_LETTER
+    return counts, bases, flags
+
+
+def join_and_count(
+    sequences: list[str],
+) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`count_bytes` for a list of str: (data, offsets, tetramers, bases, flags).
+
+    ``data`` is the sequences joined into one ASCII buffer; the compiled counter copies
+    and counts each sequence in one pass. Raises UnicodeEncodeError for non-ASCII text.
+    """
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in sequences], out=offsets[1:])
+    if _kmercount is not None:
+        n = len(sequences)
+        counts = np.zeros((n, N_TETRAMERS), dtype=np.int64)
+        bases = np.zeros((n, INVALID + 1), dtype=np.int64)
+        joined = _kmercount.join_count(sequences, offsets, counts, bases)
+        if joined is not None:  # None: a sequence is not ASCII; encode() below says which
+            data, flags = joined
+            return data, offsets, counts, bases, flags
+    data = "".join(sequences).encode("ascii")
+    counts, bases, flags = count_bytes(data, offsets)
+    return data, offsets, counts, bases, flags
 
 
 def count_batch(codes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,6 +188,18 @@ def _base_counts(
     for i in redo.tolist():
         bases[i] = np.bincount(codes[offsets[i] : offsets[i + 1]], minlength=INVALID + 1)
     return bases
+
+
+def single_threaded_blas() -> Any:
+    """A context in which BLAS (behind :func:`project`) runs in the calling thread only.
+
+    Ingest projects small batches between other work on every core: a multi-threaded
+    BLAS would leave its helper threads spinning after each call, taking CPU from the
+    threads that parse, hash and compress.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def project(counts: np.ndarray) -> np.ndarray:

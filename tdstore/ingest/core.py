@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,13 @@ from tdstore.errors import BadInputError, ConflictError, UsageError
 from tdstore.features import tnf as tnf_mod
 from tdstore.features.normalise import NormalisationStats
 from tdstore.ingest.abundance import AbundanceTable, read_abundance
-from tdstore.ingest.fasta import FastaBatch, file_md5, read_fasta_batches, sample_of
+from tdstore.ingest.fasta import (
+    FastaBatch,
+    file_md5,
+    finish_batch,
+    read_raw_batches,
+    sample_of,
+)
 from tdstore.progress import Progress
 from tdstore.schemas import declarations as S
 from tdstore.store import CORE_DIR, Store, refhash_of
@@ -86,13 +93,19 @@ def ingest(
         _remove_stale_staging(store)
         if store.is_ingested:
             _check_overwrite(store, overwrite)
-        table = read_abundance(abundance) if abundance is not None else None
         staging = store.path / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         staging.mkdir()
         try:
-            summary = _write_core(
-                store, staging, fasta, table, min_length, sample, show_progress=show_progress
-            )
+            with tnf_mod.single_threaded_blas():
+                summary = _write_core(
+                    store,
+                    staging,
+                    fasta,
+                    abundance,
+                    min_length,
+                    sample,
+                    show_progress=show_progress,
+                )
             _publish(staging, store.core_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -199,11 +212,20 @@ class _Background:
             except BaseException as exc:  # forwarded to the consumer
                 put((self._DONE, exc))
 
+        # Started now, not on the first next(): the stage works while the caller does.
         thread = threading.Thread(target=produce, name="tdstore-ingest-read", daemon=True)
         self._threads.append(thread)
         thread.start()
+        return self._consume(items)
+
+    def _consume(self, items: queue.Queue[Any]) -> Iterator[Any]:
         while True:
-            item, error = items.get()
+            try:
+                item, error = items.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop.is_set():  # a stage downstream failed: nobody is listening
+                    return
+                continue
             if error is not None:
                 raise error
             if item is self._DONE:
@@ -215,6 +237,38 @@ class _Background:
         for thread in self._threads:
             thread.join()
         self._pool.shutdown(wait=True)
+
+
+class _SerialWorker:
+    """Runs jobs in submission order on one thread; at most ``depth`` pending (bounded memory).
+
+    A job's error is raised in the submitting thread at the next ``submit`` or ``drain``.
+    On exit the queue is cancelled and the thread joined: nothing runs on after the block.
+    """
+
+    def __init__(self, name: str, depth: int = 2):
+        self.name = name
+        self.depth = depth
+        self._pending: deque[Any] = deque()
+        self._pool: Any = None
+
+    def __enter__(self) -> _SerialWorker:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+        return self
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        while len(self._pending) >= self.depth:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _ChunkedAppender:
@@ -347,7 +401,7 @@ def _write_core(
     store: Store,
     staging: Path,
     fasta: Path,
-    table: AbundanceTable | None,
+    abundance: Path | str | None,
     min_length: int,
     sample: str | None,
     *,
@@ -355,10 +409,8 @@ def _write_core(
 ) -> dict[str, Any]:
     import zarr
 
-    aligner = _AbundanceAligner(table)
     group = zarr.open_group(str(staging / "features.zarr"), mode="w", zarr_format=3)
     tnf_out = _ChunkedAppender.create(group, "tnf", tnf_mod.N_TNF)
-    ab_out = _ChunkedAppender.create(group, "abundance", aligner.n_samples)
     moments = _Moments(tnf_mod.N_TNF)
     kept_ids: list[str] = []
     n_filtered = n_bases = 0
@@ -369,15 +421,29 @@ def _write_core(
     with (
         _Background() as background,
         Progress("ingest", total=total, unit="bp", enabled=show_progress) as bar,
+        # Not fsynced here: _publish flushes the whole staging directory once.
         TableWriter(
-            staging / "contigs.parquet", S.CONTIGS, metadata={"min_length": min_length}
+            staging / "contigs.parquet",
+            S.CONTIGS,
+            metadata={"min_length": min_length},
+            durable=False,
         ) as contigs_out,
-        TableWriter(staging / "sequences.parquet", S.SEQUENCES) as seqs_out,
+        TableWriter(
+            staging / "sequences.parquet", S.SEQUENCES, options=_SEQUENCE_OPTIONS, durable=False
+        ) as seqs_out,
+        _SerialWorker("tdstore-ingest-write") as seq_writer,
     ):
-        # Parsing and counting run one batch ahead of the writers (numpy, zstd and
-        # hashlib release the GIL, so two cores overlap); the input's md5 on the side.
+        # A pipeline of threads: parsing; counting and hashing; this thread (tables,
+        # TNF, Zarr); compressing and writing the sequences; the input's md5. Counting,
+        # hashing, zstd and numpy release the GIL, so the stages share both cores.
         fasta_md5 = background.submit(file_md5, fasta, background.stop) if fasta.is_file() else None
-        for batch in background.prefetch(read_fasta_batches(fasta)):
+        raw_batches = background.prefetch(read_raw_batches(fasta))
+        batches = background.prefetch(finish_batch(fasta, raw) for raw in raw_batches)
+        # The abundance table is read while the pipeline parses the first batches.
+        table = read_abundance(abundance) if abundance is not None else None
+        aligner = _AbundanceAligner(table)
+        ab_out = _ChunkedAppender.create(group, "abundance", aligner.n_samples)
+        for batch in batches:
             lengths = batch.lengths
             kept = lengths >= min_length
             kept_idx = np.flatnonzero(kept)
@@ -392,7 +458,7 @@ def _write_core(
             n_bases += int(lengths[kept_idx].sum())
             n_with_bases += int((batch.n_count[kept_idx] < lengths[kept_idx]).sum())
             if len(kept_idx):
-                seqs_out.write(_sequence_rows(batch, kept_idx, first_row))
+                seq_writer.submit(_write_sequences, seqs_out, batch, kept_idx, first_row)
                 tnf = tnf_mod.project(batch.tetramers[kept_idx])
                 tnf_out.append(tnf)
                 moments.add(tnf)
@@ -401,6 +467,7 @@ def _write_core(
                 ab_out.append(abundance_rows)
             bar.advance(int(lengths.sum()), contigs=len(batch))
 
+        seq_writer.drain()
         _check_contents(fasta, kept_ids, n_filtered, n_with_bases, min_length)
         aligner.check_complete()
         if table is None:
@@ -492,6 +559,17 @@ def _contig_rows(
             "kept": pa.array(kept),
         }
     )
+
+
+# Sequences are long, distinct strings: a dictionary never pays and min/max statistics
+# would copy whole sequences into the footer; the row column keeps both (row-group pruning).
+_SEQUENCE_OPTIONS = {"use_dictionary": ["row"], "write_statistics": ["row"]}
+
+
+def _write_sequences(
+    out: TableWriter, batch: FastaBatch, kept_idx: np.ndarray, first_row: int
+) -> None:
+    out.write(_sequence_rows(batch, kept_idx, first_row))
 
 
 def _sequence_rows(batch: FastaBatch, kept_idx: np.ndarray, first_row: int) -> pa.Table:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tdstore.errors import BadInputError
-from tdstore.features.tnf import INVALID, count_batch, encode
+from tdstore.features.tnf import HAS_LOWER, HAS_NON_LETTER, INVALID, join_and_count
 
 # vamb's concatenate.py renames contigs to S{sample}C{original id}.
 _VAMB_SAMPLE = re.compile(r"^(S\d+)C\S")
@@ -78,6 +78,28 @@ def read_fasta_batches(
     that is not FASTA (FASTQ included), binary data, an empty id, a duplicate id, a
     zero-length record, and characters in a sequence that are not letters.
     """
+    path = Path(path)
+    for raw in read_raw_batches(path, batch_bases=batch_bases, batch_contigs=batch_contigs):
+        yield finish_batch(path, raw)
+
+
+@dataclass
+class RawBatch:
+    """Consecutive parsed records with checked ids; :func:`finish_batch` does the rest."""
+
+    first_record: int
+    ids: list[str]
+    sequences: list[str]
+
+
+def read_raw_batches(
+    path: Path | str,
+    *,
+    batch_bases: int = _BATCH_BASES,
+    batch_contigs: int = _BATCH_CONTIGS,
+) -> Iterator[RawBatch]:
+    """The parsing half of :func:`read_fasta_batches` (a pipeline runs the halves in two
+    threads): records, ids, duplicates, empty sequences; no look at the bases."""
     import needletail
 
     path = Path(path)
@@ -109,7 +131,7 @@ def read_fasta_batches(
             sequences.append(sequence)
             n_bases += len(sequence)
             if n_bases >= batch_bases or len(ids) >= batch_contigs:
-                yield _make_batch(path, first, ids, sequences)
+                yield RawBatch(first, ids, sequences)
                 first, ids, sequences, n_bases = record + 1, [], [], 0
     except needletail.NeedletailError as exc:
         text = str(exc)
@@ -118,7 +140,7 @@ def read_fasta_batches(
         where = f"after record {record}" if record else "at the start"
         raise BadInputError(f"{path}: not a FASTA file or damaged ({where}): {text}") from None
     if ids:
-        yield _make_batch(path, first, ids, sequences)
+        yield RawBatch(first, ids, sequences)
     if record == 0:
         raise BadInputError(f"{path}: no FASTA records (empty file)")
 
@@ -130,34 +152,43 @@ def _contig_id(path: Path, record: int, header: str) -> str:
     return parts[0]
 
 
-def _make_batch(path: Path, first: int, ids: list[str], sequences: list[str]) -> FastaBatch:
+def finish_batch(path: Path, raw: RawBatch) -> FastaBatch:
+    """Join, check and count one batch (most of the work runs without the GIL)."""
+    first, ids, sequences = raw.first_record, raw.ids, raw.sequences
     try:
-        data = "".join(sequences).encode("ascii")
+        # One pass joins, counts tetramers and bases and says whether any case or letter
+        # check is due.
+        data, offsets, tetramers, base_counts, flags = join_and_count(sequences)
     except UnicodeEncodeError:
         bad = next(i for i, seq in enumerate(sequences) if not seq.isascii())
         raise BadInputError(
             f"{path}: record {first + bad} ({ids[bad]!r}): binary data or non-ASCII characters "
             "in the sequence"
         ) from None
-    if not data.isupper():  # one scan; most assemblies need no upper-casing copy
-        data = data.upper()
-    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
-    np.cumsum([len(s) for s in sequences], out=offsets[1:])
-    codes = encode(data)
-    tetramers, base_counts = count_batch(codes, offsets)
     n_count = base_counts[:, INVALID]
+    if flags & HAS_NON_LETTER:
+        _raise_non_letter(path, first, ids, data, offsets, n_count)
+    if flags & HAS_LOWER:
+        data = data.upper()
+    acgt = base_counts[:, :4].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gc = ((base_counts[:, 1] + base_counts[:, 2]) / acgt).astype(np.float32)
     view = memoryview(data)
+    bounds = zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+    md5 = [hashlib.md5(view[s:e]).hexdigest() for s, e in bounds]
+    return FastaBatch(first, ids, data, offsets, tetramers, gc, n_count, md5)
+
+
+def _raise_non_letter(
+    path: Path, first: int, ids: list[str], data: bytes, offsets: np.ndarray, n_count: np.ndarray
+) -> None:
+    view = memoryview(data)
+    # A byte that is not a letter is not A/C/G/T either: only those contigs can hold it.
     for i in np.flatnonzero(n_count).tolist():
-        # Only contigs with non-ACGT bases need the (rare) check for non-letters.
-        odd = bytes(view[offsets[i] : offsets[i + 1]]).translate(None, _LETTERS)
+        odd = bytes(view[offsets[i] : offsets[i + 1]]).upper().translate(None, _LETTERS)
         if odd:
             raise BadInputError(
                 f"{path}: record {first + i} ({ids[i]!r}): character {chr(odd[0])!r} in the "
                 "sequence is not a nucleotide letter"
             )
-    acgt = base_counts[:, :4].sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gc = ((base_counts[:, 1] + base_counts[:, 2]) / acgt).astype(np.float32)
-    bounds = zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
-    md5 = [hashlib.md5(view[s:e]).hexdigest() for s, e in bounds]
-    return FastaBatch(first, ids, data, offsets, tetramers, gc, n_count, md5)
+    raise AssertionError("count_bytes flagged a non-letter byte that no contig holds")

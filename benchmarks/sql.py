@@ -1,8 +1,9 @@
 """Benchmark ``tdstore sql`` selections and subset feature loading on a synthetic store.
 
-Times the README's four queries (target < 0.3 s each), a saved subset, and
-``load_features`` for 10% and 50% random subsets against the raw sequential read rate of
-the same arrays, measured in the same run (target >= 50%)::
+Times the README's four queries (target < 0.3 s each) in their ``calls`` form and, for
+comparison, as joins of the per-table views; single-table selections; the ``calls`` cache
+build; a saved subset; and ``load_features`` for 10% and 50% random subsets against the raw
+sequential read rate of the same arrays, measured in the same run (target >= 50%)::
 
     python benchmarks/sql.py --contigs 10000000          # store kept in /tmp for reruns
     python benchmarks/sql.py --contigs 1000000 --repeat 5
@@ -26,14 +27,39 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_store import make_synthetic_store  # noqa: E402
 
+# The README's four queries in the form a user should write: one scan of ``calls``.
 QUERIES: dict[str, str] = {
+    "confident genus-level soft labels in one sample": """
+SELECT contig_id, soft_teacher_genus AS genus, soft_teacher_p_genus AS p_genus
+FROM calls WHERE sample = 'S3' AND soft_teacher_p_genus >= 0.95
+ORDER BY p_genus DESC""",
+    "teacher vs MMseqs2 disagreement at family, top 20": """
+SELECT contig_id, label_mmseqs_family AS mmseqs, soft_teacher_family AS teacher,
+       soft_teacher_confidence AS confidence
+FROM calls WHERE label_mmseqs_family <> soft_teacher_family
+ORDER BY confidence DESC LIMIT 20""",
+    "teacher vs MMseqs2 disagreement at family, every row": """
+SELECT contig_id, label_mmseqs_family AS mmseqs, soft_teacher_family AS teacher,
+       soft_teacher_confidence AS confidence
+FROM calls WHERE label_mmseqs_family <> soft_teacher_family
+ORDER BY confidence DESC""",
+    "per-rank agreement of two label sets": """
+SELECT * FROM rank_agreement('label_mmseqs', 'label_metabuli')""",
+    "runs by species F1": """
+SELECT r.name, r.alpha, r.temperature, m.precision, m.recall, m.f1
+FROM runs r JOIN metrics m ON m.source = r.name
+WHERE m.rank = 'species' AND m."group" = 'all'
+ORDER BY m.f1 DESC""",
+}
+# The same questions as joins of the per-table views (the README's form before calls).
+JOIN_FORMS: dict[str, str] = {
     "confident genus-level soft labels in one sample": """
 SELECT s.contig_id, s.genus, s.lineage_probs[rank_depth('genus')] AS p_genus
 FROM soft_labels s JOIN contigs c USING (row)
 WHERE s.soft_label_set = 'teacher' AND c.sample = 'S3'
   AND s.lineage_probs[rank_depth('genus')] >= 0.95
 ORDER BY p_genus DESC""",
-    "teacher vs MMseqs2 disagreement at family": """
+    "teacher vs MMseqs2 disagreement at family, every row": """
 SELECT l.contig_id, l.family AS mmseqs_family, s.family AS teacher_family, s.confidence
 FROM labels l JOIN soft_labels s USING (row)
 WHERE l.label_set = 'mmseqs' AND s.soft_label_set = 'teacher'
@@ -55,21 +81,22 @@ WITH pairs AS (
 SELECT rank, sum(n)::BIGINT AS both_labelled, round(sum(n) FILTER (a = b) / sum(n), 4) AS agreement
 FROM per_rank WHERE a IS NOT NULL AND b IS NOT NULL
 GROUP BY rank ORDER BY rank_depth(rank)""",
-    "runs by species F1": """
-SELECT r.name, r.alpha, r.temperature, m.precision, m.recall, m.f1
-FROM runs r JOIN metrics m ON m.source = r.name
-WHERE m.rank = 'species' AND m."group" = 'all'
-ORDER BY m.f1 DESC""",
 }
-# Single-table selections of the kind a subset is made from.
+# Single-table selections of the kind a subset is made from, on a view and on calls.
 SELECTIONS: dict[str, str] = {
-    "one genus in one label set": """
+    "one genus in one label set (labels view)": """
 SELECT row FROM labels WHERE label_set = 'mmseqs' AND genus = 'g__Genus3'""",
-    "long contigs of one sample": """
+    "one genus in one label set (calls)": """
+SELECT row FROM calls WHERE label_mmseqs_genus = 'g__Genus3'""",
+    "long contigs of one sample (contigs view)": """
 SELECT row, contig_id, length FROM contigs WHERE sample = 'S3' AND length >= 10000""",
-    "confident teacher calls per family, top 10": """
+    "confident teacher calls per family, top 10 (soft_labels view)": """
 SELECT family, count(*) AS n FROM soft_labels WHERE confidence >= 0.9 AND family IS NOT NULL
 GROUP BY family ORDER BY n DESC LIMIT 10""",
+    "confident teacher calls per family, top 10 (calls)": """
+SELECT soft_teacher_family AS family, count(*) AS n FROM calls
+WHERE soft_teacher_confidence >= 0.9 AND soft_teacher_family IS NOT NULL
+GROUP BY ALL ORDER BY n DESC LIMIT 10""",
 }
 SUBSET_WHERE = "genus IN ('g__Genus1', 'g__Genus2', 'g__Genus3') AND length >= 3000"
 
@@ -86,13 +113,37 @@ def _timed(fn, repeat: int, cpu: list[float] | None = None) -> tuple[list[float]
     return times, result
 
 
-def bench_queries(store, repeat: int) -> list[dict]:
+def bench_cache(store, rebuild: bool) -> dict:
+    """Seconds to make the calls cache current (a full build when it is missing or stale)."""
+    from tdstore import calls
+
+    if rebuild:
+        calls.cache_path(store).unlink(missing_ok=True)
+    was_current = calls.is_current(store)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    ok = calls.refresh(store)
+    return {
+        "built": not was_current,
+        "current": ok,
+        "seconds": time.perf_counter() - start,
+        "cpu": time.process_time() - start_cpu,
+        "bytes": calls.cache_path(store).stat().st_size if ok else None,
+    }
+
+
+def bench_queries(store, repeat: int, join_repeat: int) -> list[dict]:
     from tdstore import sql as tsql
 
     tsql.connect(store).close()  # imports and file metadata warm
     start = time.perf_counter()
     con = tsql.connect(store)
     out = [{"what": "connect (build all views)", "seconds": [time.perf_counter() - start]}]
+    for name, query in JOIN_FORMS.items():
+        cpu: list[float] = []
+        times, table = _timed(lambda q=query: tsql.execute(con, q), join_repeat, cpu)
+        out.append(
+            {"what": name, "kind": "join", "seconds": times, "cpu": cpu, "rows": table.num_rows}
+        )
     for kind, queries in (("readme", QUERIES), ("selection", SELECTIONS)):
         for name, query in queries.items():
             cpu: list[float] = []
@@ -205,6 +256,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-load", action="store_true", help="queries only")
     parser.add_argument("--skip-queries", action="store_true", help="loading only")
+    parser.add_argument("--join-repeat", type=int, default=1, help="runs of each join form")
+    parser.add_argument(
+        "--rebuild-cache", action="store_true", help="delete the calls cache and time its build"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
 
@@ -220,7 +275,11 @@ def main() -> None:
     info["generate_s"] = time.perf_counter() - start
     store = tdstore.open(path)
     info["contigs"] = store.n_contigs
-    info["queries"] = [] if args.skip_queries else bench_queries(store, args.repeat)
+    if not args.skip_queries:
+        info["calls_cache"] = bench_cache(store, args.rebuild_cache)
+    info["queries"] = (
+        [] if args.skip_queries else bench_queries(store, args.repeat, args.join_repeat)
+    )
     if not args.skip_queries:
         info["subset"] = bench_subset(store)
     if not args.skip_load:
@@ -229,13 +288,21 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(info, indent=2))
     print(f"\n{store.n_contigs:,} contigs; {info['machine']}", file=sys.stderr)
+    if "calls_cache" in info:
+        c = info["calls_cache"]
+        print(
+            f"calls cache: built={c['built']} {c['seconds']:.1f} s ({c['cpu']:.1f} CPU-s)",
+            file=sys.stderr,
+        )
     for q in info["queries"]:
         t, c = q["seconds"], q.get("cpu") or [float("nan")]
         print(
-            f"| {q['what']} | {min(t):.3f} | {statistics.median(t):.3f} | {min(c):.3f} "
-            f"| {q.get('rows', '')} |",
+            f"| {q.get('kind', '')} | {q['what']} | {min(t):.3f} | {statistics.median(t):.3f} "
+            f"| {min(c):.3f} | {q.get('rows', '')} |",
             file=sys.stderr,
         )
+    if "subset" in info:
+        print(f"subset create --labels: {info['subset']['create_s']:.3f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

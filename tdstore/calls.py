@@ -5,11 +5,14 @@ set and the teacher, or two runs needs no generic join: ``calls`` holds the cont
 (row, contig_id, sample, length, gc, n_count) and, for each source, flat columns named
 ``<kind>_<name>_<field>``::
 
-    label_<set>_...   taxon_id, taxon_rank, taxon_name, domain ... species, novel
-    soft_<set>_...    taxon_id, taxon_rank, taxon_name, domain ... species, confidence,
+    label_<set>_...   taxon_id, domain ... species, depth, lineage_code, novel
+    soft_<set>_...    taxon_id, domain ... species, depth, lineage_code, confidence,
                       p_domain ... p_species  (lineage_probs by rank)
-    pred_<run>_...    taxon_id, taxon_rank, taxon_name, domain ... species,
+    pred_<run>_...    taxon_id, domain ... species, depth, lineage_code,
                       score_domain ... score_species  (lineage_scores by rank)
+
+``depth`` is the taxon's rank (1 domain ... 7 species, 0 unclassified); ``lineage_code``
+packs the lineage for ``rank_agreement`` (:func:`lineage_codes`).
 
 A contig a source does not cover has nulls there. The columns are exactly what the join
 of ``contigs`` with the ``labels``, ``soft_labels`` and ``predictions`` views gives
@@ -53,7 +56,9 @@ LOCK = "calls"
 # Another process building the same cache: wait for it rather than build twice.
 LOCK_WAIT_S = 600.0
 CONTIG_COLUMNS = ("row", "contig_id", "sample", "length", "gc", "n_count")
-TAXON_FIELDS = ("taxon_id", "taxon_rank", "taxon_name", *RANKS, "depth", "lineage_code")
+# The deepest taxon's rank and name are RANKS[depth] and the rank column it names: not
+# stored again (each text column costs more to build than the rest of a source).
+TAXON_FIELDS = ("taxon_id", *RANKS, "depth", "lineage_code")
 # Internal table of the views: taxon_id -> depth, lineage_code (see lineage_codes).
 CODES_TABLE = "taxon_codes"
 MAX_CODE_BITS = 63
@@ -353,11 +358,12 @@ def build(store: Store, key: str | None = None) -> bool:
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
     try:
         tsql.build_views(store, con)
-        # Joins of 10M-row tables want GBs: cap DuckDB's memory and let it spill instead.
         con.execute(f"SET memory_limit = '{_memory_limit_mb()}MB'")
         con.execute(f"SET temp_directory = {tsql.quote(str(spill))}")
         con.execute(f"ATTACH {tsql.quote(str(tmp))} AS out")
-        con.execute(f"CREATE TABLE out.{NAME} AS {join_sql(found)} ORDER BY row")
+        # The join form fixes the column types; the rows are streamed in row order.
+        con.execute(f"CREATE TABLE out.{NAME} AS SELECT * FROM ({join_sql(found)}) LIMIT 0")
+        _fill(store, found, con, f"out.{NAME}")
         n_rows = con.execute(f"SELECT count(*) FROM out.{NAME}").fetchone()[0]
         doc = S.CALLS.stamp(
             {
@@ -385,6 +391,185 @@ def build(store: Store, key: str | None = None) -> bool:
         con.close()
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal"), spill):
             _remove(leftover)
+
+
+# ----- streaming the sources in row order ---------------------------------------------------------
+BLOCK_ROWS = 1 << 18
+
+
+class _RowStream:
+    """A Parquet table sorted by ``row``, handed out as dense blocks of rows [lo, hi).
+
+    Rows a block lacks come back as missing (``present`` false). A file whose rows are
+    not strictly increasing raises SchemaError: the cache is then not built.
+    """
+
+    def __init__(self, path: Path, columns: list[str]):
+        import pyarrow.parquet as pq
+
+        self.path = path
+        self._batches = pq.ParquetFile(path).iter_batches(
+            batch_size=BLOCK_ROWS, columns=["row", *columns]
+        )
+        self._pending: list[Any] = []
+        self._last = -1
+        self._done = False
+
+    def _pull(self, hi: int) -> None:
+        import numpy as np
+
+        from tdstore.errors import SchemaError
+
+        while not self._done and self._last < hi - 1:
+            batch = next(self._batches, None)
+            if batch is None:
+                self._done = True
+                break
+            rows = batch.column(0)
+            if rows.null_count:  # filtered contigs in contigs.parquet
+                import pyarrow.compute as pc
+
+                batch = batch.filter(pc.is_valid(rows))
+                rows = batch.column(0)
+            values = rows.to_numpy()
+            if values.size and (values[0] <= self._last or np.any(np.diff(values) <= 0)):
+                raise SchemaError(f"{self.path}: rows are not strictly increasing")
+            if values.size:
+                self._last = int(values[-1])
+                self._pending.append(batch)
+
+    def take(self, lo: int, hi: int) -> tuple[Any, Any]:
+        """(positions in [0, hi - lo), the record batch of those rows)."""
+        import numpy as np
+        import pyarrow as pa
+
+        self._pull(hi)
+        if not self._pending:
+            return np.zeros(0, dtype=np.int64), None
+        table = pa.Table.from_batches(self._pending).combine_chunks()
+        rows = table.column(0).to_numpy()
+        cut = int(np.searchsorted(rows, hi))
+        self._pending = table.slice(cut).to_batches() if cut < len(rows) else []
+        part = table.slice(0, cut)
+        return rows[:cut] - lo, part
+
+
+class _Dense:
+    """Builds one block's columns from the sparse rows of a source."""
+
+    def __init__(self, store: Store):
+        import numpy as np
+        import pyarrow as pa
+
+        taxonomy = store.taxonomy()
+        n = len(taxonomy)
+        self.ancestors = taxonomy.rank_matrix(np.arange(n, dtype=np.int64))
+        self.codes, self.depth, _ = lineage_codes(taxonomy)
+        self.names = pa.array(taxonomy.names, pa.string())
+
+    def taxon_columns(self, size: int, positions: Any, taxa: Any) -> list[Any]:
+        import numpy as np
+        import pyarrow as pa
+
+        present = np.zeros(size, dtype=bool)
+        present[positions] = True
+        taxon = np.zeros(size, dtype=np.int64)
+        taxon[positions] = taxa
+        missing = ~present
+
+        def lookup(indices: Any, dictionary: Any, absent: Any) -> Any:
+            idx = pa.array(indices.astype(np.int32), mask=absent)
+            return pa.DictionaryArray.from_arrays(idx, dictionary)
+
+        columns = [pa.array(taxon, mask=missing)]
+        matrix = self.ancestors[taxon]
+        for k in range(len(RANKS)):
+            ids = matrix[:, k]
+            columns.append(lookup(np.maximum(ids, 0), self.names, missing | (ids < 0)))
+        columns.append(pa.array(self.depth[taxon].astype(np.int8), mask=missing))
+        codes = self.codes[taxon]
+        columns.append(pa.array(codes, mask=missing | (codes < 0)))
+        return columns
+
+    @staticmethod
+    def plain(size: int, positions: Any, column: Any) -> Any:
+        """A scalar column of the source, placed at its rows (null elsewhere)."""
+        import numpy as np
+        import pyarrow as pa
+
+        index = np.full(size, -1, dtype=np.int64)
+        index[positions] = np.arange(len(positions))
+        return column.take(pa.array(index, mask=index < 0))
+
+    @staticmethod
+    def by_rank(size: int, positions: Any, lists: Any) -> list[Any]:
+        """Item k of a list column (domain first) as rank k's column."""
+        import numpy as np
+        import pyarrow as pa
+
+        if isinstance(lists, pa.ChunkedArray):
+            lists = lists.combine_chunks()
+        lengths = lists.value_lengths().fill_null(0).to_numpy().astype(np.int64)
+        values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        owner = np.repeat(positions, lengths)
+        depth = np.arange(values.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        keep = depth < len(RANKS)
+        out = np.zeros((size, len(RANKS)), dtype=np.float32)
+        valid = np.zeros((size, len(RANKS)), dtype=bool)
+        out[owner[keep], depth[keep]] = values[keep]
+        valid[owner[keep], depth[keep]] = True
+        return [pa.array(out[:, k], mask=~valid[:, k]) for k in range(len(RANKS))]
+
+
+_RAW = {
+    "label": {"taxon_id": "int64", "novel": "bool"},
+    "soft": {"taxon_id": "int64", "confidence": "float32", "lineage_probs": "list<float32>"},
+    "pred": {"taxon_id": "int64", "lineage_scores": "list<float32>"},
+}
+
+
+def _empty_part(kind: str) -> Any:
+    import pyarrow as pa
+
+    types = {"int64": pa.int64(), "bool": pa.bool_(), "float32": pa.float32()}
+    types["list<float32>"] = pa.list_(pa.float32())
+    return pa.table({c: pa.array([], types[t]) for c, t in _RAW[kind].items()})
+
+
+def _fill(store: Store, found: list[Source], con: Any, table: str) -> None:
+    """Insert every row of ``calls`` block by block, without joins (sources are row-sorted)."""
+    import pyarrow as pa
+
+    n = store.n_contigs
+    dense = _Dense(store)
+    contigs = _RowStream(store.core_dir / "contigs.parquet", list(CONTIG_COLUMNS[1:]))
+    streams = [_RowStream(s.path, list(_RAW[s.kind])) for s in found]
+    names = column_names(found)
+    for lo in range(0, n, BLOCK_ROWS):
+        hi = min(n, lo + BLOCK_ROWS)
+        size = hi - lo
+        positions, part = contigs.take(lo, hi)
+        if part is None or len(positions) != size:
+            raise ConflictError(f"{store.core_dir / 'contigs.parquet'}: rows are not dense")
+        columns = list(part.columns)
+        for source, stream in zip(found, streams, strict=True):
+            positions, part = stream.take(lo, hi)
+            if part is None:
+                part = _empty_part(source.kind)
+            columns += dense.taxon_columns(size, positions, part.column("taxon_id").to_numpy())
+            if source.kind == "label":
+                columns.append(dense.plain(size, positions, part.column("novel")))
+            elif source.kind == "soft":
+                columns.append(dense.plain(size, positions, part.column("confidence")))
+                columns += dense.by_rank(size, positions, part.column("lineage_probs"))
+            else:
+                columns += dense.by_rank(size, positions, part.column("lineage_scores"))
+        block = pa.table(columns, names=names)
+        con.register("tdstore_block", block)
+        try:
+            con.execute(f"INSERT INTO {table} SELECT * FROM tdstore_block")
+        finally:
+            con.unregister("tdstore_block")
 
 
 def _memory_limit_mb() -> int:

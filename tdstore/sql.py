@@ -47,8 +47,8 @@ VIEWS: dict[str, str] = {
     "subsets": "one row per subset: name, sql, sql_hash, n_rows, created, refhash, current",
     "subset_rows": "name, row: the rows of every subset",
     "calls": "one row per kept contig: row, contig_id, sample, length, gc, n_count, then "
-    "label_<set>_*, soft_<set>_* and pred_<run>_* columns (taxon_id, taxon_rank, taxon_name, "
-    "domain ... species; novel / confidence, p_<rank> / score_<rank>); no join needed",
+    "label_<set>_*, soft_<set>_* and pred_<run>_* columns (taxon_id, domain ... species, depth, "
+    "lineage_code; novel / confidence, p_<rank> / score_<rank>); no join needed",
 }
 MACROS: dict[str, str] = {
     "rank_name(taxon_id, rank)": "name of the taxon's ancestor at a rank, e.g. 'family'",

@@ -55,7 +55,16 @@ def where_sql(where: str, labels: str | None = None) -> str:
         from tdstore.calls import ident
 
         # The label set's columns of the calls view: no join of contigs with labels.
-        label = ", ".join(f"{ident(f'label_{labels}_{c}')} AS {ident(c)}" for c in LABEL_COLUMNS)
+        def col(field: str) -> str:
+            return ident(f"label_{labels}_{field}")
+
+        ranks = ", ".join(col(r) for r in RANKS)
+        listed = ", ".join(f"'{r}'" for r in ("root", *RANKS))
+        derived = {
+            "taxon_rank": f"[{listed}][{col('depth')} + 1]",
+            "taxon_name": f"CASE {col('depth')} WHEN 0 THEN 'root' ELSE [{ranks}][{col('depth')}] END",
+        }
+        label = ", ".join(f"{derived.get(c, col(c))} AS {ident(c)}" for c in LABEL_COLUMNS)
         source = f"SELECT {', '.join(CONTIG_COLUMNS)}, {label} FROM calls"
     return f"WITH subset_source AS ({source})\nSELECT row FROM subset_source WHERE ({where})"
 

@@ -57,7 +57,10 @@ def _cache_problems(store) -> list[str]:
     return [p for p in check_store(store, deep=True) if "cache/" in p]
 
 
-def test_cached_view_equals_the_join_form(store):
+@pytest.mark.parametrize("block", [2, 3, 1 << 18])
+def test_cached_view_equals_the_join_form(store, block, monkeypatch):
+    # Small blocks: sources (predictions cover rows 0-1) straddle the block edges.
+    monkeypatch.setattr(calls, "BLOCK_ROWS", block)
     joined = _query(store, "SELECT * FROM calls ORDER BY row", mode="use")
     assert _cache_files(store) == []  # "use" never builds
     cached = _query(store, "SELECT * FROM calls", mode="build")
@@ -75,7 +78,7 @@ def test_columns_match_the_views_they_come_from(store):
         ("soft_labels", "soft_label_set", "soft_", "teacher"),
         ("predictions", "run", "pred_", "kd-a03"),
     ):
-        fields = ["taxon_id", "taxon_rank", "taxon_name", *RANKS]
+        fields = ["taxon_id", *RANKS]
         got = store.sql(
             "SELECT row, "
             + ", ".join(f'"{prefix}{name}_{f}" AS "{f}"' for f in fields)
@@ -119,6 +122,21 @@ def test_readme_forms_give_the_join_forms_answers(store):
     assert MMSEQS[:3] == ["fragilis", "uniformis", "vulgatus"] and METABULI[1] == "fragilis"
     with pytest.raises(UsageError, match="SQL:"):
         store.sql("SELECT * FROM rank_agreement('label_mmseqs', 'label_nosuch')")
+
+
+def test_subset_source_equals_the_join_it_replaced(store):
+    from tdstore.subsets import CONTIG_COLUMNS, LABEL_COLUMNS, where_sql
+
+    text = where_sql("true", "metabuli")
+    fast = store.sql(text.split("\nSELECT")[0] + "\nSELECT * FROM subset_source ORDER BY row")
+    contig = ", ".join(f"c.{c}" for c in CONTIG_COLUMNS)
+    label = ", ".join(f'l."{c}"' for c in LABEL_COLUMNS)
+    slow = store.sql(
+        f"SELECT {contig}, {label} FROM contigs c LEFT JOIN labels l ON l.row = c.row "
+        "AND l.label_set = 'metabuli' WHERE c.kept ORDER BY c.row"
+    )
+    assert fast.equals(slow.cast(fast.schema))
+    assert "root" in fast.column("taxon_name").to_pylist()  # row 5: unclassified
 
 
 def test_lineage_codes_agree_exactly_where_names_do():

@@ -151,6 +151,10 @@ def _mixed_sequences() -> list[str]:
     letters = np.array(list("ACGTNacgtnRYkm"))
     seqs = ["".join(rng.choice(letters, size=n)) for n in (1, 2, 3, 4, 5, 17, 256, 3000)]
     seqs += ["".join(rng.choice(list("ACGT"), size=n)) for n in (4, 999)]
+    # Longer than the counter's 65,535-base tally chunks, with an N run across a boundary.
+    long = rng.choice(list("ACGT"), size=150_000)
+    long[65_530:65_540] = "N"
+    seqs.append("".join(long))
     return seqs
 
 

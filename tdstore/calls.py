@@ -3,7 +3,7 @@
 Every per-contig table is keyed by the dense ``row``, so comparing two label sets, a label
 set and the teacher, or two runs needs no generic join: ``calls`` holds the contig columns
 (row, contig_id, sample, length, gc, n_count) and, for each source, flat columns named
-``<kind>_<name>_<field>``::
+``<kind>_<name>_<field>`` ('-' and '.' of a name become '_')::
 
     label_<set>_...   taxon_id, domain ... species, depth, lineage_code, novel
     soft_<set>_...    taxon_id, domain ... species, depth, lineage_code, confidence,
@@ -79,10 +79,11 @@ class Source:
     kind: str  # label, soft, pred
     name: str
     path: Path
+    key: str = ""  # the name as it appears in column names (see sources)
 
     @property
     def prefix(self) -> str:
-        return f"{self.kind}_{self.name}_"
+        return f"{self.kind}_{self.key or self.name}_"
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -117,7 +118,22 @@ def sources(store: Store) -> list[Source]:
             and not p.name.startswith(".")
             and (p / "predictions.parquet").exists()
         ]
-    return found
+    return _with_keys(found)
+
+
+def _with_keys(found: list[Source]) -> list[Source]:
+    """Column names without quoting: '-' and '.' in a name become '_' (kd-a03 -> kd_a03),
+    unless two names of one kind would then collide (those keep their own spelling)."""
+    plain = {(s.kind, s.name): re.sub(r"[-.]", "_", s.name) for s in found}
+    taken: dict[tuple[str, str], int] = {}
+    for (kind, _), key in plain.items():
+        taken[kind, key] = taken.get((kind, key), 0) + 1
+    return [
+        Source(s.kind, s.name, s.path, plain[s.kind, s.name])
+        if taken[s.kind, plain[s.kind, s.name]] == 1
+        else Source(s.kind, s.name, s.path, s.name)
+        for s in found
+    ]
 
 
 def column_names(found: list[Source]) -> list[str]:
@@ -244,6 +260,8 @@ def _footer_digest(path: Path) -> str:
 
 
 def _file_key(store: Store, path: Path) -> dict[str, Any]:
+    if not path.exists():  # e.g. no taxonomy yet: the key says so
+        return {"path": str(path.relative_to(store.path)), "missing": True}
     stat = path.stat()
     return {
         "path": str(path.relative_to(store.path)),
@@ -330,14 +348,13 @@ def refresh(store: Store, *, wait_s: float = LOCK_WAIT_S) -> bool:
 
     if not store.is_ingested:
         return False
-    key = fingerprint(store)
-    if is_current(store):
-        return True
     try:
+        if is_current(store):
+            return True
         with store.lock(LOCK, timeout=wait_s):
             if is_current(store):  # built by the process we waited for
                 return True
-            return build(store, key)
+            return build(store)
     except (OSError, ConflictError, duckdb.Error):
         # Read-only store, full disk, a builder that never finished: answer without it.
         return False

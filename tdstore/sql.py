@@ -167,9 +167,13 @@ def _calls_view(store: Store, con: Any, *, build: bool) -> None:
     from tdstore import calls
 
     found = calls.sources(store) if store.is_ingested else []
-    if store.is_ingested:
-        key = calls.fingerprint(store, found)
-        attached = calls.attach_current(con, store, key, CALLS_DB)
+    # No cache and none wanted: skip even the key (a stat and footer read per source).
+    if store.is_ingested and (build or calls.cache_path(store).exists()):
+        try:
+            key = calls.fingerprint(store, found)
+        except OSError:  # a source replaced or dropped while we looked: no cache this time
+            key = ""
+        attached = bool(key) and calls.attach_current(con, store, key, CALLS_DB)
         if not attached and build and calls.refresh(store):
             attached = calls.attach_current(con, store, key, CALLS_DB)
         if attached:

@@ -74,15 +74,15 @@ def test_cached_view_equals_the_join_form(store, block, monkeypatch):
 def test_columns_match_the_views_they_come_from(store):
     store.sql("SELECT count(*) FROM calls")  # builds the cache
     for view, name_column, prefix, name in (
-        ("labels", "label_set", "label_", "mmseqs"),
-        ("soft_labels", "soft_label_set", "soft_", "teacher"),
-        ("predictions", "run", "pred_", "kd-a03"),
+        ("labels", "label_set", "label_mmseqs_", "mmseqs"),
+        ("soft_labels", "soft_label_set", "soft_teacher_", "teacher"),
+        ("predictions", "run", "pred_kd_a03_", "kd-a03"),  # '-' becomes '_'
     ):
         fields = ["taxon_id", *RANKS]
         got = store.sql(
             "SELECT row, "
-            + ", ".join(f'"{prefix}{name}_{f}" AS "{f}"' for f in fields)
-            + f' FROM calls WHERE "{prefix}{name}_taxon_id" IS NOT NULL ORDER BY row'
+            + ", ".join(f'"{prefix}{f}" AS "{f}"' for f in fields)
+            + f' FROM calls WHERE "{prefix}taxon_id" IS NOT NULL ORDER BY row'
         )
         quoted = ", ".join(f'"{f}"' for f in fields)
         want = store.sql(
@@ -94,7 +94,7 @@ def test_columns_match_the_views_they_come_from(store):
     )
     want = store.sql("SELECT lineage_probs[6] AS p, confidence AS c FROM soft_labels ORDER BY row")
     assert probs.equals(want)
-    scores = store.sql('SELECT "pred_kd-a03_score_domain" AS s FROM calls ORDER BY row')
+    scores = store.sql("SELECT pred_kd_a03_score_domain AS s FROM calls ORDER BY row")
     assert scores.column("s").to_pylist()[:3] == pytest.approx([0.9, 0.7, None], nan_ok=True)
 
 
@@ -176,6 +176,15 @@ def test_stale_cache_is_never_used(store):
     assert not calls.is_current(store)  # "use" did not rebuild
     assert store.sql(sql).column("n").to_pylist() == [0]  # rebuilt, then read
     assert calls.is_current(store)
+
+
+def test_names_that_would_collide_keep_their_spelling(store):
+    shutil.copy(store.label_path("mmseqs"), store.label_path("gold-v1"))
+    shutil.copy(store.label_path("mmseqs"), store.label_path("gold_v1"))
+    shutil.copy(store.label_path("mmseqs"), store.label_path("gold.v2"))
+    columns = store.sql("SELECT * FROM calls LIMIT 0").column_names
+    assert {"label_gold-v1_genus", "label_gold_v1_genus", "label_gold_v2_genus"} <= set(columns)
+    assert len(columns) == len(set(columns))
 
 
 def test_new_source_rebuilds_and_dropped_source_is_gone(store):

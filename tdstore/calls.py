@@ -17,17 +17,19 @@ packs the lineage for ``rank_agreement`` (:func:`lineage_codes`).
 A contig a source does not cover has nulls there. The columns are exactly what the join
 of ``contigs`` with the ``labels``, ``soft_labels`` and ``predictions`` views gives
 (:func:`join_sql`), materialised once into ``cache/calls.duckdb`` (DuckDB's own columnar
-format: scans 3-4x faster than Parquet) in row order::
+format: scans 3-4x faster than Parquet) in row order, streamed from the row-sorted
+sources without joins::
 
-    path = refresh(store)        # build if missing or stale; None if the store is read-only
-    con.sql("SELECT count(*) FROM calls WHERE label_mmseqs_family <> soft_teacher_family")
+    refresh(store)               # build if missing or stale; False if it cannot be written
+    tdstore.sql.query(store, "SELECT * FROM rank_agreement('label_mmseqs', 'soft_teacher')")
 
 The cache is keyed by its inputs: the store's refhash and, for the contigs, the taxonomy
 and every source file, its size, mtime and Parquet footer (which holds the row group
-statistics and the writer's metadata), plus the DuckDB version and the cache's schema
-version. A cache whose key differs from the inputs' is never attached: ``tdstore sql``
-rebuilds it under the store's ``calls`` lock (written to a temporary, renamed into place)
-or, on a store it cannot write, answers from the join form (same columns, slower).
+statistics and the writer's metadata), plus the column layout, the DuckDB version and the
+cache's schema version. A cache whose key differs from the inputs' is never attached:
+``tdstore sql`` rebuilds it under the store's ``calls`` lock (written to a temporary,
+renamed into place) or, on a store it cannot write, answers from the join form (same
+columns, slower).
 """
 
 from __future__ import annotations
@@ -355,13 +357,17 @@ def refresh(store: Store, *, wait_s: float = LOCK_WAIT_S) -> bool:
             if is_current(store):  # built by the process we waited for
                 return True
             return build(store)
-    except (OSError, ConflictError, duckdb.Error):
-        # Read-only store, full disk, a builder that never finished: answer without it.
+    except (OSError, TdstoreError, duckdb.Error):
+        # Read-only store, full disk, a lock held too long, a source with unsorted rows:
+        # the join form answers instead.
         return False
 
 
 def build(store: Store, key: str | None = None) -> bool:
-    """Write ``cache/calls.duckdb`` from the views (call under the ``calls`` lock)."""
+    """Write ``cache/calls.duckdb``, typed by the join form, rows streamed from the sources.
+
+    Call under the ``calls`` lock. False (nothing published) if the inputs changed meanwhile.
+    """
     import duckdb
 
     from tdstore import sql as tsql

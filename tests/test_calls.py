@@ -231,6 +231,17 @@ def test_store_that_cannot_be_written_still_answers(store):
     assert not (store.path / "cache").exists()
 
 
+def test_unsorted_source_gets_no_cache_but_an_answer(store):
+    table, meta = read_table(store.label_path("metabuli"), S.LABELS)
+    write_table(
+        store.label_path("metabuli"), S.LABELS, table.take(list(range(6, -1, -1))), metadata=meta
+    )
+    expected = _query(store, "SELECT * FROM calls ORDER BY row", mode="use")
+    assert not calls.refresh(store)  # the streaming build needs row-sorted sources
+    assert store.sql("SELECT * FROM calls ORDER BY row").equals(expected)
+    assert _cache_files(store) == []
+
+
 def test_queries_without_calls_build_nothing(store, cli):
     assert cli("sql", store.path, "SELECT count(*) FROM labels").exit_code == 0
     assert cli("sql", store.path, "COPY (SELECT * FROM calls) TO 'x.csv'").exit_code != 0

@@ -1,0 +1,82 @@
+"""Per-rank calibration of the student's scores: targets, monotonicity, fitted probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tdstore.student.calibrate import (
+    Calibration,
+    Signals,
+    agreement,
+    fit_calibration,
+    logit,
+    monotone,
+)
+
+
+def test_agreement_targets():
+    full = [1, 2, 3, 4, 5, 6, 7]
+    chain = np.array([full, full, full, [1, 2, 3, 4, 5, 6, -1]])
+    labels = np.array(
+        [
+            full,  # agrees everywhere
+            [1, 2, 3, 4, 5, 9, 10],  # another genus
+            [1, 2, 3, 4, -1, -1, -1],  # stops at order: says nothing at family/genus
+            full,
+        ]
+    )
+    target = agreement(chain, labels)
+    assert target[0].tolist() == [1.0] * 7
+    assert target[1].tolist() == [1.0] * 5 + [0.0, 0.0]
+    # above species a short label is left out; at species it counts against the call
+    assert target[2, :4].tolist() == [1.0] * 4
+    assert np.isnan(target[2, 4:6]).all() and target[2, 6] == 0.0
+    assert np.isnan(target[3, 6])  # no species in the chain
+
+
+def test_monotone_running_minimum_keeps_missing_ranks():
+    scores = np.array([[0.9, 0.95, 0.7, 0.8, np.nan, np.nan, np.nan]])
+    out = monotone(scores)
+    np.testing.assert_allclose(out[0, :4], [0.9, 0.9, 0.7, 0.7])
+    assert np.isnan(out[0, 4:]).all()
+
+
+def test_fitted_scores_track_how_often_labels_agree():
+    """Synthetic calls right with probability sigmoid(logit(raw) - 1): calibration finds it."""
+    rng = np.random.default_rng(0)
+    n = 20000
+    raw = np.full((n, 7), 0.999)
+    raw[:, 6] = rng.uniform(0.5, 0.999, size=n)
+    depth = np.full((n, 7), 0.99)
+    truth = 1 / (1 + np.exp(-(logit(raw[:, 6]) - 1.0)))
+    right = rng.random(n) < truth
+    chain = np.tile(np.arange(1, 8), (n, 1))
+    labels = chain.copy()
+    labels[~right, 6] = 99
+    cal = fit_calibration(Signals(raw, depth), chain, labels)
+    scores = cal.apply(Signals(raw, depth))
+    # Scores are agreement rates divided by the labels' agreement where the student is
+    # surest (here labels are never wrong, so that ceiling only rescales): undo it.
+    ceiling = cal.ceilings["base"][6]
+    assert 0.8 < ceiling < 1.0
+    expected = np.minimum(1.0, truth / ceiling)
+    assert np.abs(scores[:, 6] - expected).mean() < 0.02
+    assert (np.diff(scores, axis=1) <= 1e-12).all()  # never more sure of a child
+    again = Calibration.from_dict(cal.to_dict()).apply(Signals(raw, depth))
+    np.testing.assert_array_equal(again, scores)
+
+
+def test_species_calls_withheld_where_labels_stop_at_genus():
+    """The depth signal: contigs whose labels never reach species lose their species score."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    novel = rng.random(n) < 0.3
+    raw = np.full((n, 7), 0.99)
+    depth = np.where(novel[:, None], 0.05, 0.98) * np.ones((1, 7))
+    depth[:, :6] = 0.99
+    chain = np.tile(np.arange(1, 8), (n, 1))
+    labels = chain.copy()
+    labels[novel, 6] = -1  # genus-level labels for the novel species
+    scores = fit_calibration(Signals(raw, depth), chain, labels).apply(Signals(raw, depth))
+    assert scores[novel, 6].max() < 0.5 and scores[~novel, 6].min() > 0.9
+    assert scores[novel, 5].min() > 0.9  # their genus calls stand

@@ -193,26 +193,30 @@ def agreement_sql(low: list[int], *, packed: bool) -> str:
     def col(which: int, field: str) -> str:  # "{0}_depth": a placeholder for format()
         return '"{' + str(which) + "}_" + field + '"'
 
-    both = f"{col(0, 'depth')} IS NOT NULL AND {col(1, 'depth')} IS NOT NULL"
-    d = f"least({col(0, 'depth')}, {col(1, 'depth')}) AS d"
     if packed:
-        # Highest differing bit of the XOR by smearing it down, then a popcount: exact
-        # integer work per contig; the bit -> rank step runs on the few grouped rows.
+        # Lineages agree from domain down to rank r exactly when the XOR of their codes is
+        # below 1 << low[r]: one integer per contig, tested deepest rank first (the common
+        # case leaves after one comparison). The CASE's constant results give the grouping
+        # keys known bounds, so DuckDB groups with a perfect hash, as it does the depths.
         x = f"xor({col(0, 'lineage_code')}, {col(1, 'lineage_code')})"
-        inner = f"SELECT {d}, {x} AS s FROM calls WHERE {both}"
-        for shift in (1, 2, 4, 8, 16, 32):
-            inner = f"SELECT d, s | (s >> {shift}) AS s FROM ({inner})"
-        per_row = f"SELECT d, bit_count(s) AS bits, count(*) AS n FROM ({inner}) GROUP BY ALL"
-        agrees = "bits <= r.low"
+        steps = " ".join(f"WHEN x < {1 << low[r - 1]} THEN {r}" for r in range(6, 0, -1))
+        agreed = f"CASE WHEN x = 0 THEN 7 {steps} ELSE 0 END"
+        source = f"(SELECT *, {x} AS x FROM calls)"
     else:
-        same = " + ".join(f"coalesce(({col(0, r)} = {col(1, r)})::INT, 0)" for r in RANKS)
-        per_row = f"SELECT {d}, {same} AS bits, count(*) AS n FROM calls WHERE {both} GROUP BY ALL"
-        agrees = "bits >= r.depth"
-    ranks = ", ".join(f"({quote(r)}, {k + 1}, {low[k]})" for k, r in enumerate(RANKS))
+        # Codes would need more than 63 bits: count equal rank names (ranks nest).
+        agreed = " + ".join(f"coalesce(({col(0, r)} = {col(1, r)})::INT, 0)" for r in RANKS)
+        source = "calls"
+    per_row = (
+        f"SELECT {col(0, 'depth')} AS da, {col(1, 'depth')} AS db, {agreed} AS agreed, "
+        f"count(*) AS n FROM {source} WHERE {col(0, 'depth')} IS NOT NULL "
+        f"AND {col(1, 'depth')} IS NOT NULL GROUP BY ALL"
+    )
+    ranks = ", ".join(f"({quote(r)}, {k + 1})" for k, r in enumerate(RANKS))
+    both = "least(da, db) >= r.depth"
     return (
-        "SELECT r.rank, (sum(n) FILTER (d >= r.depth))::BIGINT AS both_labelled, "
-        f"sum(n) FILTER (d >= r.depth AND {agrees}) / sum(n) FILTER (d >= r.depth) AS agreement "
-        f"FROM query(format({quote(per_row)}, a, b)), (VALUES {ranks}) r(rank, depth, low) "
+        f"SELECT r.rank, (sum(n) FILTER ({both}))::BIGINT AS both_labelled, "
+        f"sum(n) FILTER ({both} AND agreed >= r.depth) / sum(n) FILTER ({both}) AS agreement "
+        f"FROM query(format({quote(per_row)}, a, b)), (VALUES {ranks}) r(rank, depth) "
         "GROUP BY r.rank, r.depth ORDER BY r.depth"
     )
 

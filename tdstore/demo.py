@@ -91,7 +91,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
         1,
         f"simulate a metagenome ({config.contigs:,} contigs, seed {config.seed})",
         lambda: _simulation_matches(data, config),
-        lambda: _simulate(data, config),
+        lambda: _simulate_afresh(data, store_path, config),
     )
     store = tdstore.init(store_path, exist_ok=True)
     step(
@@ -183,9 +183,21 @@ def _simulation_matches(data: Path, config: DemoConfig) -> bool:
     return params.get("n_contigs") == config.contigs and recorded.get("seed") == config.seed
 
 
-def _simulate(data: Path, config: DemoConfig) -> None:
+def _simulate_afresh(data: Path, store_path: Path, config: DemoConfig) -> None:
+    """New data: the store (if any) holds other contigs, so it goes first, then simulate.
+
+    Otherwise a demo rerun with other --contigs or --seed would reuse a store built from
+    the old data next to the new files.
+    """
+    import shutil
+
     from tdstore.simulate import simulate
 
+    if store_path.exists():
+        trash = store_path.with_name(f"{store_path.name}.tmp-old")
+        shutil.rmtree(trash, ignore_errors=True)
+        store_path.rename(trash)  # atomic: the store is either whole or gone
+        shutil.rmtree(trash)
     simulate(data, n_contigs=config.contigs, seed=config.seed)
 
 

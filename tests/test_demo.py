@@ -20,3 +20,18 @@ def test_demo_runs_then_reuses_every_step(cli, tmp_path):
     # Same store, same students: the report is identical.
     table = first.stdout.split("per-rank F1")[1].split("plots and")[0]
     assert table == second.stdout.split("per-rank F1")[1].split("plots and")[0]
+
+
+def test_demo_with_other_data_rebuilds_the_store(cli, tmp_path):
+    """Another --contigs/--seed re-simulates, and the store of the old data is not reused."""
+    workdir = tmp_path / "demo"
+    small = ("demo", "--workdir", workdir, "--epochs", "1", "--contigs")
+    assert cli(*small, "600").exit_code == 0
+    import tdstore
+
+    first = tdstore.open(workdir / "demo.tdstore").n_contigs
+    other = cli(*small, "900")
+    assert other.exit_code == 0, other.stderr
+    assert "reused" not in other.stdout
+    assert tdstore.open(workdir / "demo.tdstore").n_contigs > first
+    assert not list(workdir.glob("*.tmp-*"))

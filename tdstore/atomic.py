@@ -31,16 +31,18 @@ def temporary_sibling(target: Path) -> Path:
     return target.with_name(f"{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file, or every file under a directory, to disk."""
     if path.is_dir():
         for child in path.rglob("*"):
             if child.is_file():
-                _fsync_file(child)
+                fsync_file(child)
     elif path.exists():
-        _fsync_file(path)
+        fsync_file(path)
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush one file's data to disk (before a rename publishes it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -48,7 +50,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry (after a rename into it); best effort where unsupported."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -57,7 +60,8 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete a file or a directory tree (not what a symlink points to); missing is fine."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -83,10 +87,10 @@ def atomic_path(
         if not tmp.exists():
             raise FileNotFoundError(f"writer produced nothing at {tmp}")
         if durable:
-            _fsync_path(tmp)
+            fsync_path(tmp)
         publish(tmp, target, overwrite=overwrite)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 
@@ -98,17 +102,17 @@ def publish(tmp: Path, target: Path, *, overwrite: bool = True) -> None:
     if tmp.is_dir() and target.exists() and _exchange(tmp, target):
         # One step: a reader sees the old or the new directory, never neither.
         maybe_kill("publish-exchanged")
-        _remove(tmp)  # now the old directory
+        remove_path(tmp)  # now the old directory
     elif tmp.is_dir() and target.exists():
         aside = temporary_sibling(target)
         os.replace(target, aside)
         maybe_kill("publish-aside")
         os.replace(tmp, target)
-        _remove(aside)
+        remove_path(aside)
     else:
         os.replace(tmp, target)
     maybe_kill("published")
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 _renameat2: Any = None
@@ -162,6 +166,6 @@ def remove_stale_temporaries(root: Path) -> list[Path]:
     removed = []
     for path in sorted(root.rglob(f"*{TMP_MARK}*"), key=lambda p: len(p.parts)):
         if path.exists() and TMP_MARK in path.name:
-            _remove(path)
+            remove_path(path)
             removed.append(path)
     return removed

@@ -34,7 +34,6 @@ columns, slower).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -44,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tdstore.atomic import TMP_MARK, temporary_sibling
+from tdstore.atomic import TMP_MARK, fsync_dir, fsync_file, remove_path, temporary_sibling
 from tdstore.errors import ConflictError, TdstoreError
 from tdstore.schemas import check_metadata
 from tdstore.schemas import declarations as S
@@ -407,17 +406,14 @@ def build(store: Store, key: str | None = None) -> bool:
         con.close()
         if fingerprint(store, sources(store)) != key or n_rows != store.n_contigs:
             return False  # inputs changed while we read them: leave the old state
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, target)
-        with contextlib.suppress(OSError):
-            fd = os.open(target.parent, os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
+        fsync_dir(target.parent)
         return True
     finally:
         con.close()
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal"), spill):
-            _remove(leftover)
+            remove_path(leftover)
 
 
 # ----- streaming the sources in row order ---------------------------------------------------------
@@ -606,24 +602,6 @@ def _memory_limit_mb() -> int:
     except (ValueError, OSError):
         total = 8 << 30
     return int(max(512, min(4096, total // 4 >> 20)))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 # ----- the named-object protocol (info, check) -------------------------------------------------

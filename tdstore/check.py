@@ -16,7 +16,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from tdstore.atomic import TMP_MARK, _remove
+from tdstore.atomic import TMP_MARK, remove_path
 from tdstore.errors import ConflictError, TdstoreError
 from tdstore.schemas import declarations as S
 from tdstore.stages import stage_modules
@@ -80,7 +80,7 @@ def remove_leftovers(store: Store) -> list[Path]:
     with _all_locks(store):
         found = leftovers(store)
         for path in found:
-            _remove(path)
+            remove_path(path)
     return found
 
 

@@ -152,9 +152,9 @@ def _check_overwrite(store: Store, overwrite: bool) -> None:
 
 
 def _publish(staging: Path, target: Path) -> None:
-    from tdstore.atomic import _fsync_dir, _fsync_path
+    from tdstore.atomic import fsync_dir, fsync_path
 
-    _fsync_path(staging)
+    fsync_path(staging)
     if target.exists():
         # --overwrite: move the old core aside first so the swap is two renames.
         aside = target.with_name(f"{_ASIDE_PREFIX}{uuid.uuid4().hex[:8]}")
@@ -163,7 +163,7 @@ def _publish(staging: Path, target: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(staging, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 class _Background:

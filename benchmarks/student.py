@@ -54,12 +54,14 @@ def sh(args: list[str], log: Path | None = None, threads: int = 1) -> dict:
     return {"wall_s": wall, "peak_rss_mib": int(peak.group(1)) / 1024 if peak else None}
 
 
-def prepare(work: Path, n_contigs: int, seed: int) -> Path:
+def prepare(work: Path, n_contigs: int, seed: int, teach: bool = True) -> Path:
     store = work / "s.tdstore"
     posterior = [
         "teach", str(store), "--embeddings", "kmer4", "--labels", "mmseqs", "--name", "kp",
         "--label-posterior",
     ]  # fmt: skip
+    if not teach and (store / "core").exists():
+        return store
     if (store / "soft_labels" / "kt.parquet").exists():
         if not (store / "soft_labels" / "kp.parquet").exists():
             sh([TDSTORE, *posterior], threads=2)
@@ -90,6 +92,8 @@ def prepare(work: Path, n_contigs: int, seed: int) -> Path:
         ["teach", str(store), "--embeddings", "kmer4", "--labels", "mmseqs", "--name", "kt"],
         posterior,
     ]
+    if not teach:  # plain runs only: no teacher needed
+        steps = steps[:-3]
     for step in steps:
         print("prepare:", " ".join(step[:2]), flush=True)
         sh([TDSTORE, *step], threads=2)
@@ -225,11 +229,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-student"))
     parser.add_argument("--vamb", default="/tmp/vambenv/bin/vamb")
     parser.add_argument("--skip-vamb", action="store_true")
+    parser.add_argument(
+        "--plain-only", action="store_true", help="no teacher: vamb and tdstore plain only"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    store = prepare(work, args.contigs, args.seed)
+    store = prepare(work, args.contigs, args.seed, teach=not args.plain_only)
     gold, novel = read_gold(work / "sim" / "gold.tsv")
     # Only contigs the store keeps (>= 2 kbp; vamb drops the same with -m 2000).
     sys.path.insert(0, str(ROOT))
@@ -283,6 +290,8 @@ def main() -> None:
         ("kd", ["--soft-labels", "kt", "--epochs", str(args.epochs)]),
         ("kd-post", ["--soft-labels", "kp", "--epochs", str(args.epochs)]),
     ]
+    if args.plain_only:
+        plans = plans[:1]
     if args.fast_epochs:
         plans += [
             ("plain-fast", ["--no-teacher", "--epochs", str(args.fast_epochs)]),

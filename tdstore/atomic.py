@@ -69,6 +69,16 @@ def remove_path(path: Path) -> None:
             path.unlink()
 
 
+def discard(path: Path) -> None:
+    """Delete ``path`` so that it is whole or gone: rename aside (atomic), then remove.
+
+    A kill during the removal leaves a ``*.tmp-*`` sibling that ``tdstore check`` lists.
+    """
+    aside = temporary_sibling(path)
+    os.replace(path, aside)
+    remove_path(aside)
+
+
 @contextlib.contextmanager
 def atomic_path(
     target: Path | str, *, overwrite: bool = True, durable: bool = True

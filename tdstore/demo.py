@@ -189,15 +189,11 @@ def _simulate_afresh(data: Path, store_path: Path, config: DemoConfig) -> None:
     Otherwise a demo rerun with other --contigs or --seed would reuse a store built from
     the old data next to the new files.
     """
-    import shutil
-
+    from tdstore.atomic import discard
     from tdstore.simulate import simulate
 
     if store_path.exists():
-        trash = store_path.with_name(f"{store_path.name}.tmp-old")
-        shutil.rmtree(trash, ignore_errors=True)
-        store_path.rename(trash)  # atomic: the store is either whole or gone
-        shutil.rmtree(trash)
+        discard(store_path)
     simulate(data, n_contigs=config.contigs, seed=config.seed)
 
 

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tdstore import __version__
-from tdstore.atomic import atomic_path, write_json_atomic
+from tdstore.atomic import atomic_path, discard, write_json_atomic
 from tdstore.errors import (
     ConflictError,
     IncompleteError,
@@ -199,21 +198,12 @@ def open_or_create(
             log.warning(
                 "embedding set %r has no finished shard and other settings: replacing it", name
             )
-            _discard(set_path(store, name))
+            discard(set_path(store, name))
         return _create(store, name, recipe, fingerprint, n_shards, workers)
 
 
 def _has_finished_shard(path: Path, n_shards: int) -> bool:
     return any(read_marker(path, shard) is not None for shard in range(n_shards))
-
-
-def _discard(path: Path) -> None:
-    """Move the set aside by rename (atomic), then delete it."""
-    import shutil
-
-    trash = path.with_name(f"{path.name}.tmp-discarded-{os.getpid()}")  # a leftover for check
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _conflict_message(name: str, attrs: dict[str, Any], inputs: dict[str, Any]) -> str:

@@ -493,6 +493,8 @@ def _cross_fit(
     if config.label_posterior:
         from tdstore.teacher.posterior import fit_label_noise
 
+        # The heads predict the labelled rows twice (here, then in _fill): keeping the
+        # dense (rows x leaves) predictions between the passes would not fit at GTDB size.
         noise = fit_label_noise(_label_masses(heads, x, lo, hi), (hi - lo) / hierarchy.n_leaves)
         label_weight = np.full(n_rows, np.nan, dtype=np.float32)
         log.info("teach: fitted label noise rate %.4f", noise)

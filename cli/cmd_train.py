@@ -46,6 +46,14 @@ def train(
     temperature: Annotated[
         float, typer.Option("--temperature", help="Distillation temperature T.")
     ] = 2.0,
+    kd_rows: Annotated[
+        str,
+        typer.Option(
+            "--kd-rows",
+            help="Rows the stored teacher is distilled on: 'species' (labels that name a "
+            "species; others keep the hard loss, so novel species stay at the genus) or 'all'.",
+        ),
+    ] = "species",
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch.")] = 1024,
     lr: Annotated[
@@ -104,6 +112,7 @@ def train(
         schedule=schedule,
         alpha=alpha,
         temperature=temperature,
+        kd_rows=kd_rows,
         patience=patience or None,
         seed=seed,
         device=device,

@@ -200,6 +200,8 @@ def test_names_validated_and_finished_runs_not_overwritten(sim_store, cli):
     assert doc["status"] == "finished"
     with pytest.raises(UsageError):
         train(store, TrainRequest(labels="mmseqs", soft_labels="x", teacher_joint="y"))
+    result = cli("train", store.path, "--labels", "mmseqs", "--name", "k", "--kd-rows", "genus")
+    assert result.exit_code == UsageError.exit_code and "--kd-rows" in result.stderr
 
 
 def test_failed_training_leaves_no_run(sim_store):

@@ -184,3 +184,27 @@ def test_short_one_cycle_runs_fall_back_to_a_constant_rate():
             if scheduler is not None:
                 scheduler.step()
         assert (scheduler is None) == (epochs * steps < 8)
+
+
+def test_kd_rows_species_keeps_only_the_hard_loss_where_the_label_stops_above_species():
+    from tdstore.student.fit import distilled_rows
+
+    tax, h = _tree()
+    lo, hi = _labels(tax, h)
+    logits = torch.tensor([LOGITS] * 3)
+    # Row 0's label names a species (depth 7); rows 1 and 2 stop at genus and at family.
+    depth = torch.tensor([7, 6, 5])
+    masked = distilled_rows(_teacher(3), depth, "species")
+    assert masked.present.tolist() == [True, False, False]
+    loss = soft_label_loss(logits, lo, hi, masked, alpha=0.5, temperature=2.0)
+    kl = _kl(_temper(DENSE_TEACHER, 2.0), _softmax([v / 2 for v in LOGITS]))
+    hard = sum(_hard(_softmax(LOGITS))) / 3
+    assert loss.item() == pytest.approx(0.5 * hard + 0.5 * 4.0 * kl, abs=1e-6)
+    # "all" is the paper's choice: every row with a teacher is distilled.
+    assert distilled_rows(_teacher(3), depth, "all").present.tolist() == [True, True, True]
+    # A row without a teacher stays without one.
+    assert distilled_rows(_teacher(3, present=False), depth, "species").present.tolist() == [
+        False
+    ] * 3
+    with pytest.raises(ValueError, match="kd_rows"):
+        distilled_rows(_teacher(3), depth, "genus")

@@ -25,7 +25,7 @@ from tdstore.errors import ConflictError, UsageError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store, validate_name
 from tdstore.student import runs
-from tdstore.student.fit import SCHEDULES, FitConfig
+from tdstore.student.fit import KD_ROWS, SCHEDULES, FitConfig
 
 MODES = ("plain", "soft", "joint")
 
@@ -91,6 +91,8 @@ def _check(request: TrainRequest) -> None:
         raise UsageError("--epochs >= 1, --batch-size >= 2 and --lr > 0 are required")
     if fit.schedule not in SCHEDULES:
         raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}")
+    if fit.kd_rows not in KD_ROWS:
+        raise UsageError(f"--kd-rows must be one of {', '.join(KD_ROWS)}")
     if fit.device.startswith("cuda"):
         import torch
 

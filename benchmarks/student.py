@@ -6,13 +6,16 @@ rank is computed here against the simulator's gold standard with the TaxDistill
 definitions (per contig; a call counts if its score > 0.8; precision =
 correct / (correct + wrong); recall = correct / all gold contigs)::
 
-    python benchmarks/student.py --contigs 20000 --epochs 20 --workdir /tmp/bench-student
-    python benchmarks/student.py --contigs 20000 --epochs 20 --workdir /tmp/bench-student --skip-vamb
+    python benchmarks/student.py --contigs 20000 --epochs 100 --fast-epochs 8 --workdir /tmp/bench-student
+    python benchmarks/student.py --contigs 20000 --runs plain,kd-post --skip-vamb
 
 Preparation (simulate, ingest, labels, kmer embeddings, teach: ``kt`` the teacher alone,
 ``kp`` its label posterior) is reused from the workdir and not timed. Runs: ``plain``
-(--no-teacher), ``kd`` (from ``kt``), ``kd-post`` (from ``kp``).
-"""
+(--no-teacher), ``kd`` (from ``kt``), ``kd-post`` (from ``kp``), all with the same epochs
+as vamb; ``plain-fast`` and ``kd-fast`` (from ``kp``) are the short schedule
+(``--fast-epochs``, batch 256) that the time-to-vamb's-F1 figure is about. The summary
+ends with, for each tdstore run, the ranks where its F1 falls below vamb's and its wall
+time as a share of vamb's."""
 
 from __future__ import annotations
 
@@ -222,8 +225,18 @@ def run_tdstore(store: Path, name: str, args: list[str], work: Path, threads: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contigs", type=int, default=20000)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--fast-epochs", type=int, default=0, help="extra tdstore runs this long")
+    parser.add_argument(
+        "--epochs", type=int, default=100, help="vamb's and tdstore's (default 100)"
+    )
+    parser.add_argument(
+        "--fast-epochs", type=int, default=0, help="also plain-fast and kd-fast, this long"
+    )
+    parser.add_argument("--fast-batch-size", type=int, default=256)
+    parser.add_argument(
+        "--runs",
+        default="plain,kd,kd-post",
+        help="comma-separated tdstore runs at --epochs: plain, kd, kd-post",
+    )
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-student"))
@@ -285,21 +298,21 @@ def main() -> None:
         results["runs"]["vamb"] = timing
         results["f1"]["vamb"] = f1_table(vamb_calls(out / "results_taxometer.tsv"), gold, novel)
         print("vamb", json.dumps(timing), flush=True)
-    plans = [
-        ("plain", ["--no-teacher", "--epochs", str(args.epochs)]),
-        ("kd", ["--soft-labels", "kt", "--epochs", str(args.epochs)]),
-        ("kd-post", ["--soft-labels", "kp", "--epochs", str(args.epochs)]),
-    ]
-    if args.plain_only:
-        plans = plans[:1]
+    full = {
+        "plain": ["--no-teacher"],
+        "kd": ["--soft-labels", "kt"],
+        "kd-post": ["--soft-labels", "kp"],
+    }
+    wanted = ["plain"] if args.plain_only else [r for r in args.runs.split(",") if r]
+    unknown = sorted(set(wanted) - set(full))
+    if unknown:
+        parser.error(f"unknown --runs {unknown}; choose from {sorted(full)}")
+    plans = [(name, full[name] + ["--epochs", str(args.epochs)]) for name in wanted]
     if args.fast_epochs:
-        plans += [
-            ("plain-fast", ["--no-teacher", "--epochs", str(args.fast_epochs)]),
-            (
-                "kd-fast",
-                ["--soft-labels", "kt", "--epochs", str(args.fast_epochs), "--alpha", "0.9"],
-            ),
-        ]
+        fast = ["--epochs", str(args.fast_epochs), "--batch-size", str(args.fast_batch_size)]
+        plans.append(("plain-fast", ["--no-teacher", *fast]))
+        if not args.plain_only:
+            plans.append(("kd-fast", ["--soft-labels", "kp", *fast]))
     for name, extra in plans:
         timing = run_tdstore(store, name, extra, work, args.threads)
         results["runs"][name] = timing
@@ -347,6 +360,30 @@ def print_summary(results: dict) -> None:
             f"| {name} | {run['wall_s']:.1f} | {run.get('train_s', float('nan')):.1f} | "
             f"{run.get('samples_per_s') or float('nan'):.0f} | {run['peak_rss_mib']:.0f} | "
             f"{run.get('epochs_run', results['epochs'])} |"
+        )
+    if "vamb" in results["runs"]:
+        print_against_vamb(results)
+
+
+def print_against_vamb(results: dict) -> None:
+    """Per tdstore run: ranks where F1 < vamb's (3 decimals), and wall time / vamb's wall."""
+    vamb_f1 = results["f1"]["vamb"]["all"]
+    vamb_wall = results["runs"]["vamb"]["wall_s"]
+    print("\n| tdstore run | ranks below vamb's F1 | wall / vamb wall | samples/s / vamb's |")
+    print("|---|---|---|---|")
+    for name, run in results["runs"].items():
+        if name == "vamb":
+            continue
+        f1 = results["f1"][name]["all"]
+        below = [
+            f"{rank} ({f1[rank]['f1']:.3f} < {vamb_f1[rank]['f1']:.3f})"
+            for rank in RANKS
+            if round(f1[rank]["f1"], 3) < round(vamb_f1[rank]["f1"], 3)
+        ]
+        rate = (run.get("samples_per_s") or 0) / (results["runs"]["vamb"]["samples_per_s"] or 1)
+        print(
+            f"| {name} | {', '.join(below) or 'none'} | {run['wall_s'] / vamb_wall:.2f}x | "
+            f"{rate:.2f}x |"
         )
 
 

@@ -137,7 +137,12 @@ def train(
     )
     typer.echo(
         f"epochs {timings['epochs_run']} (best {doc['best_epoch']}"
-        f"{', stopped early' if doc['stopped_early'] else ''}), "
+        + (
+            f", plateau after {doc['annealed_after']}: annealed, then stopped"
+            if doc.get("annealed_after")
+            else ""
+        )
+        + "), "
         f"loss {last['loss']:.4f}"
         + (f", held-out loss {last['val_loss']:.4f}" if "val_loss" in last else "")
         + f", {timings['mean_samples_per_s']:,.0f} samples/s"

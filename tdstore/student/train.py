@@ -271,6 +271,7 @@ def _train_into(
         history=result.history,
         best_epoch=result.best_epoch,
         stopped_early=result.stopped_early,
+        annealed_after=result.annealed_after,
         calibration=calibration.to_dict(),
     )
     loaded = LoadedRun(name, doc, result.model, hierarchy, calibration, inputs.normalisation)

@@ -214,7 +214,7 @@ def run_tdstore(store: Path, name: str, args: list[str], work: Path, threads: in
     result.update(
         epochs_run=len(doc["history"]),
         best_epoch=doc["best_epoch"],
-        train_s=doc["timings"]["train_s"],
+        train_s=doc["timings"]["train_s"] + doc["timings"].get("refit_s", 0.0),
         predict_s=doc["timings"]["predict_s"],
         samples_per_s=float(np.median(rates)),
         rows=doc["counts"]["train_rows"],

@@ -82,7 +82,7 @@ def test_student_beats_its_noisy_labels_at_genus(sim_store):
 
 def test_run_directory_and_registry(sim_store):
     store, _ = sim_store
-    assert runs.list_names(store) == ["plain"]
+    assert "plain" in runs.list_names(store)
     doc = runs.load_run(store, "plain")
     assert doc["status"] == "finished" and doc["schema"] == "tdstore.run"
     assert doc["config"]["mode"] == "plain" and doc["config"]["fit"]["epochs"] == FAST.epochs
@@ -348,3 +348,36 @@ def test_label_informed_soft_labels_are_not_a_calibration_signal(sim_store):
     doc = train(store, request, progress=False)
     assert doc["config"]["mode"] == "soft"
     assert set(doc["calibration"]["coefs"]) == {"base"}
+
+
+def _heldout_label_agreement(store, run: str, rank: int) -> float:
+    """Share of held-out rows whose predicted node at ``rank`` is their own label's."""
+    labels_table, _ = store.labels("mmseqs")
+    labels = np.zeros(store.n_contigs, dtype=np.int64)
+    labels[labels_table.column("row").to_numpy()] = labels_table.column("taxon_id").to_numpy()
+    held = np.flatnonzero(split_heldout(labels, 0.1, FAST.seed))
+    wanted = store.taxonomy().rank_matrix(labels[held])[:, rank]
+    table, _ = runs.load_predictions(store, run)
+    lineages = table.column("lineage_ids").to_pylist()
+    called = np.array([lineages[row][rank] if len(lineages[row]) > rank else -1 for row in held])
+    keep = wanted >= 0
+    return float((called[keep] == wanted[keep]).mean())
+
+
+def test_refit_learns_the_heldout_labels_after_calibration(sim_store):
+    store, _ = sim_store
+    doc = runs.load_run(store, "plain")
+    assert doc["config"]["refit_epochs"] == 3 and len(doc["refit_history"]) == 3
+    assert doc["timings"]["refit_s"] > 0
+    train(
+        store,
+        TrainRequest(labels="mmseqs", name="no-refit", refit_epochs=0, fit=FAST),
+        progress=False,
+    )
+    assert runs.load_run(store, "no-refit")["refit_history"] == []
+    with_refit = _heldout_label_agreement(store, "plain", rank=6)
+    without = _heldout_label_agreement(store, "no-refit", rank=6)
+    # Measured: 0.93 with the refit, 0.81 without (the model never saw those labels).
+    assert with_refit > without + 0.05, (with_refit, without)
+    with pytest.raises(UsageError, match="--refit-epochs"):
+        train(store, TrainRequest(labels="mmseqs", name="x", refit_epochs=-1, fit=FAST))

@@ -151,8 +151,11 @@ def fit_student(
     embeddings: torch.Tensor | None = None,
     validation: Validation | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    start: tuple[StudentNet, nn.Linear | None] | None = None,
 ) -> FitResult:
     """Train a :class:`StudentNet` on rows ``x`` with label leaf ranges ``[lo, hi)``.
+
+    ``start`` continues training a (model, joint head) pair instead of a fresh one.
 
     ``depth`` is each label's depth (0 = unclassified ... 7 = species), for the depth
     probe fitted on the final hidden layer after training.
@@ -169,17 +172,23 @@ def fit_student(
     try:
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
-        model = StudentNet(
-            x.shape[1],
-            n_leaves,
-            hidden=config.hidden,
-            n_layers=config.layers,
-            dropout=config.dropout,
-        ).to(device)
-        head = None
+        if start is not None:
+            model, head = start
+            model = model.to(device)
+        else:
+            model = StudentNet(
+                x.shape[1],
+                n_leaves,
+                hidden=config.hidden,
+                n_layers=config.layers,
+                dropout=config.dropout,
+            ).to(device)
+            head = None
         groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "lr": config.lr}]
         if embeddings is not None:
-            head = nn.Linear(embeddings.shape[1], n_leaves, bias=False).to(device)
+            if head is None:
+                head = nn.Linear(embeddings.shape[1], n_leaves, bias=False)
+            head = head.to(device)
             groups.append({"params": list(head.parameters()), "lr": config.head_lr})
         optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         n_batches = len(_batches(x.shape[0], config.batch_size, torch.Generator().manual_seed(0)))

@@ -111,7 +111,11 @@ def describe(store: Store, name: str) -> dict[str, Any]:
         "teacher": config.get("soft_labels") or config.get("teacher_joint"),
         "subset": config.get("subset"),
         "epochs": f"{doc.get('best_epoch')}/{len(doc.get('history', []))}",
-        "train_s": round(float(doc.get("timings", {}).get("train_s", 0.0)), 1),
+        "train_s": round(
+            float(doc.get("timings", {}).get("train_s", 0.0))
+            + float(doc.get("timings", {}).get("refit_s", 0.0)),
+            1,
+        ),
     }
     try:
         summary.update(headline_metrics(load_metrics(store, name)))

@@ -28,9 +28,10 @@ def demo(
     epochs: Annotated[
         int,
         typer.Option(
-            "--epochs", help="Epochs per student (one-cycle schedule; 100 for Taxometer's)."
+            "--epochs",
+            help="Epochs per student (one-cycle, then a 3-epoch refit on every label).",
         ),
-    ] = 12,
+    ] = 10,
 ) -> None:
     """Simulate, ingest, label, embed, teach, train three students and evaluate them."""
     from tdstore.demo import DemoConfig, run_demo

@@ -17,6 +17,31 @@ from tdstore.taxonomy import RANKS
 N_DEPTHS = len(RANKS) + 1  # 0 = unclassified ... 7 = species
 
 
+class UniformDropout(nn.Module):
+    """``nn.Dropout`` with the mask drawn as ``uniform >= p`` instead of ``bernoulli_``.
+
+    Same distribution (each unit kept with probability 1 - p, survivors scaled by
+    1 / (1 - p)), different random stream. On CPU torch's ``bernoulli_`` mask costs more
+    than the layer's matrix product: 1024 x 512 forward + backward takes 10.7 ms with
+    ``nn.Dropout`` and 7.1 ms this way (one core), about a tenth of a training step.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), not {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * (keep * (1.0 / (1.0 - self.p)))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class StudentNet(nn.Module):
     """Leaf logits for the flat softmax, and depth logits from a probe on the last hidden layer.
 
@@ -42,7 +67,7 @@ class StudentNet(nn.Module):
             layers += [
                 nn.Linear(width, hidden),
                 nn.LeakyReLU(),
-                nn.Dropout(dropout),
+                UniformDropout(dropout),
                 nn.BatchNorm1d(hidden),
             ]
             width = hidden

@@ -229,8 +229,20 @@ def _train_into(
         validation = Validation(
             tensor(inputs.x, held_rows), tensor(lo, held_rows), tensor(hi, held_rows)
         )
-    teacher = inputs.teacher.take(train_rows).tensors() if inputs.teacher is not None else None
-    embeddings = tensor(inputs.embeddings, train_rows) if inputs.embeddings is not None else None
+
+    def fit_rows(rows: np.ndarray, config: FitConfig, **options: Any) -> Any:
+        """fit_student on ``rows``: their features, labels, depths, teacher and embeddings."""
+        return fit_student(
+            tensor(inputs.x, rows),
+            tensor(lo, rows),
+            tensor(hi, rows),
+            tensor(depth, rows),
+            hierarchy.n_leaves,
+            config,
+            teacher=inputs.teacher.take(rows).tensors() if inputs.teacher is not None else None,
+            embeddings=tensor(inputs.embeddings, rows) if inputs.embeddings is not None else None,
+            **options,
+        )
 
     bar = Progress(f"train {name}", total=fit.epochs, unit="epochs", enabled=progress)
     last: dict[str, float] = {}
@@ -242,18 +254,7 @@ def _train_into(
         bar.advance(1)
 
     with bar:
-        result = fit_student(
-            tensor(inputs.x, train_rows),
-            tensor(lo, train_rows),
-            tensor(hi, train_rows),
-            tensor(depth, train_rows),
-            hierarchy.n_leaves,
-            fit,
-            teacher=teacher,
-            embeddings=embeddings,
-            validation=validation,
-            on_epoch=on_epoch,
-        )
+        result = fit_rows(train_rows, fit, validation=validation, on_epoch=on_epoch)
     trained_s = time.perf_counter() - started - loaded_s
 
     calibration = _calibrate(result.model, inputs, held_rows, fit.device)
@@ -264,17 +265,9 @@ def _train_into(
         every = np.sort(np.concatenate([train_rows, held_rows]))
         refit = replace(fit, epochs=request.refit_epochs, lr=fit.lr * REFIT_LR_SCALE, patience=None)
         with Progress(f"refit {name}", total=refit.epochs, unit="epochs", enabled=progress) as bar:
-            again = fit_student(
-                tensor(inputs.x, every),
-                tensor(lo, every),
-                tensor(hi, every),
-                tensor(depth, every),
-                hierarchy.n_leaves,
+            again = fit_rows(
+                every,
                 refit,
-                teacher=inputs.teacher.take(every).tensors() if inputs.teacher else None,
-                embeddings=(
-                    tensor(inputs.embeddings, every) if inputs.embeddings is not None else None
-                ),
                 on_epoch=lambda _record: bar.advance(1),
                 start=(result.model, result.head),
             )

@@ -22,10 +22,11 @@ from torch import nn
 
 from tdstore.student.kd import SparseTeacher, flat_softmax_nll, joint_loss, soft_label_loss
 from tdstore.student.network import StudentNet
+from tdstore.taxonomy import RANKS
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 KD_ROWS = ("species", "all")
-SPECIES_DEPTH = 7
+SPECIES_DEPTH = len(RANKS)  # a label's depth counts its ranks: species labels have all seven
 
 
 @dataclass

@@ -261,8 +261,8 @@ def _train_into(
     calibrated_s = time.perf_counter() - started - loaded_s - trained_s
     refit_history: list[dict[str, float]] = []
     if request.refit_epochs and held_rows.size:
-        # Labelled rows in store order: the held-out ones join the training rows.
-        every = np.sort(np.concatenate([train_rows, held_rows]))
+        # Every row of the label set: the held-out ones join the training rows.
+        every = np.arange(inputs.labels.shape[0])
         refit = replace(fit, epochs=request.refit_epochs, lr=fit.lr * REFIT_LR_SCALE, patience=None)
         with Progress(f"refit {name}", total=refit.epochs, unit="epochs", enabled=progress) as bar:
             again = fit_rows(

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -32,22 +35,33 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TDSTORE = str(Path(sys.executable).with_name("tdstore"))
+# Where /usr/bin/time is missing (GPU images), a Python parent reads the child's peak RSS.
+_MEASURE = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.run(sys.argv[1:]).returncode\n"
+    "kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "print(f'Maximum resident set size (kbytes): {kib}', file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
 RANKS = ("domain", "phylum", "class", "order", "family", "genus", "species")
 THRESHOLD = 0.8
 
 
 def sh(args: list[str], log: Path | None = None, threads: int = 1) -> dict:
-    """Run a command under /usr/bin/time -v; returns wall seconds and peak RSS (MiB)."""
+    """Run a command, timed; returns wall seconds and peak RSS (MiB)."""
     env = {
+        **os.environ,
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "TDSTORE_QUIET": "1",
-        "PATH": "/usr/bin:/bin",
     }
-    started = time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-v", *args], capture_output=True, text=True, env=env, check=False
+    timer = (
+        ["/usr/bin/time", "-v"]
+        if shutil.which("/usr/bin/time")
+        else [sys.executable, "-c", _MEASURE]
     )
+    started = time.perf_counter()
+    proc = subprocess.run([*timer, *args], capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - started
     if log is not None:
         log.write_text(proc.stdout + "\n" + proc.stderr)
@@ -57,11 +71,11 @@ def sh(args: list[str], log: Path | None = None, threads: int = 1) -> dict:
     return {"wall_s": wall, "peak_rss_mib": int(peak.group(1)) / 1024 if peak else None}
 
 
-def prepare(work: Path, n_contigs: int, seed: int, teach: bool = True) -> Path:
+def prepare(work: Path, n_contigs: int, seed: int, teach: bool = True, device: str = "cpu") -> Path:
     store = work / "s.tdstore"
     posterior = [
         "teach", str(store), "--embeddings", "kmer4", "--labels", "mmseqs", "--name", "kp",
-        "--label-posterior",
+        "--label-posterior", "--device", device,
     ]  # fmt: skip
     if not teach and (store / "core").exists():
         return store
@@ -92,7 +106,18 @@ def prepare(work: Path, n_contigs: int, seed: int, teach: bool = True) -> Path:
         ],
         ["labels", "import", str(store), "gold", str(sim / "gold.tsv"), "--format", "taxometer"],
         ["embed", str(store), "--model", "kmer:4"],
-        ["teach", str(store), "--embeddings", "kmer4", "--labels", "mmseqs", "--name", "kt"],
+        [
+            "teach",
+            str(store),
+            "--embeddings",
+            "kmer4",
+            "--labels",
+            "mmseqs",
+            "--name",
+            "kt",
+            "--device",
+            device,
+        ],  # fmt: skip
         posterior,
     ]
     if not teach:  # plain runs only: no teacher needed
@@ -203,9 +228,12 @@ def vamb_epoch_rates(log: Path, n_rows: int) -> list[float]:
     return [n_rows / g for g in gaps if g > 0]
 
 
-def run_tdstore(store: Path, name: str, args: list[str], work: Path, threads: int) -> dict:
+def run_tdstore(
+    store: Path, name: str, args: list[str], work: Path, threads: int, device: str
+) -> dict:
+    train = [TDSTORE, "train", str(store), "--labels", "mmseqs", "--name", name, "--overwrite"]
     result = sh(
-        [TDSTORE, "train", str(store), "--labels", "mmseqs", "--name", name, "--overwrite", *args],
+        [*train, "--device", device, *args],
         log=work / f"{name}.log",
         threads=threads,
     )
@@ -218,6 +246,7 @@ def run_tdstore(store: Path, name: str, args: list[str], work: Path, threads: in
         predict_s=doc["timings"]["predict_s"],
         samples_per_s=float(np.median(rates)),
         rows=doc["counts"]["train_rows"],
+        **{k: doc["timings"][k] for k in ("gpu", "peak_gpu_mib") if k in doc["timings"]},
     )
     return result
 
@@ -240,7 +269,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-student"))
-    parser.add_argument("--vamb", default="/tmp/vambenv/bin/vamb")
+    parser.add_argument(
+        "--vamb", default="/tmp/vambenv/bin/vamb", help="vamb's command (may hold arguments)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda: both tools (vamb --cuda) and the teacher"
+    )
     parser.add_argument("--skip-vamb", action="store_true")
     parser.add_argument(
         "--plain-only", action="store_true", help="no teacher: vamb and tdstore plain only"
@@ -249,7 +283,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    store = prepare(work, args.contigs, args.seed, teach=not args.plain_only)
+    store = prepare(work, args.contigs, args.seed, teach=not args.plain_only, device=args.device)
     gold, novel = read_gold(work / "sim" / "gold.tsv")
     # Only contigs the store keeps (>= 2 kbp; vamb drops the same with -m 2000).
     sys.path.insert(0, str(ROOT))
@@ -263,6 +297,7 @@ def main() -> None:
         "kept": len(gold),
         "epochs": args.epochs,
         "threads": args.threads,
+        "device": _device_name(args.device),
         "f1": {"labels": f1_table(labels, gold, novel)},
         "runs": {},
     }
@@ -271,7 +306,7 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(out)], check=True)
         timing = sh(
             [
-                args.vamb,
+                *shlex.split(args.vamb),
                 "taxometer",
                 "--outdir",
                 str(out),
@@ -289,6 +324,7 @@ def main() -> None:
                 str(args.threads),
                 "--seed",
                 "0",
+                *(["--cuda"] if args.device.startswith("cuda") else []),
             ],
             log=work / "vamb.log",
             threads=args.threads,
@@ -314,7 +350,7 @@ def main() -> None:
         if not args.plain_only:
             plans.append(("kd-fast", ["--soft-labels", "kp", *fast]))
     for name, extra in plans:
-        timing = run_tdstore(store, name, extra, work, args.threads)
+        timing = run_tdstore(store, name, extra, work, args.threads, args.device)
         results["runs"][name] = timing
         results["f1"][name] = f1_table(tdstore_calls(store, name, "lineage_scores"), gold, novel)
         results["f1"][name + ":raw"] = f1_table(
@@ -325,6 +361,14 @@ def main() -> None:
     target = args.json or work / "results.json"
     target.write_text(json.dumps(results, indent=2))
     print("results:", target)
+
+
+def _device_name(device: str) -> str:
+    if not device.startswith("cuda"):
+        return f"cpu ({os.cpu_count()} cores visible)"
+    import torch
+
+    return torch.cuda.get_device_name(device)
 
 
 def vamb_calls_from_labels(path: Path) -> dict[str, list[tuple[str, float]]]:

@@ -40,7 +40,13 @@ def sim_store(tmp_path_factory):
     return store, sim
 
 
-def _genus_f1(store, scores_column="lineage_scores", threshold=0.5, source=None):
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _genus_f1(store, scores_column="lineage_scores", threshold=0.5, source=None, run="plain"):
     """F1 at genus (TaxDistill: per contig, correct/(correct+wrong), correct/all gold)."""
     taxonomy = store.taxonomy()
     gold, _ = store.labels("gold")
@@ -50,7 +56,7 @@ def _genus_f1(store, scores_column="lineage_scores", threshold=0.5, source=None)
     ]
     called = np.full(store.n_contigs, -1)
     if source is None:
-        table, _ = runs.load_predictions(store, "plain")
+        table, _ = runs.load_predictions(store, run)
         for row, ids, scores in zip(
             table.column("row").to_pylist(),
             table.column("lineage_ids").to_pylist(),
@@ -78,6 +84,23 @@ def test_student_beats_its_noisy_labels_at_genus(sim_store):
     noisy = _genus_f1(store, source="mmseqs")
     # Measured on this set (calibrated scores > 0.5): student 0.905 vs labels 0.894.
     assert student > noisy + 0.005, (student, noisy)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU")
+def test_cuda_training_learns_as_on_cpu(sim_store):
+    """The same fit on a GPU (device-side batches, no per-step sync) still beats the labels."""
+    store, _ = sim_store
+    doc = train(
+        store,
+        TrainRequest(labels="mmseqs", name="plain-cuda", fit=replace(FAST, device="cuda")),
+        progress=False,
+    )
+    assert doc["config"]["fit"]["device"] == "cuda"
+    assert all(np.isfinite(h["loss"]) for h in doc["history"])
+    student = _genus_f1(store, run="plain-cuda")
+    assert student > _genus_f1(store, source="mmseqs") + 0.005
+    assert abs(student - _genus_f1(store)) < 0.03  # the CPU run of the same config
 
 
 def test_run_directory_and_registry(sim_store):

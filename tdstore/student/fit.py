@@ -83,8 +83,14 @@ class FitResult:
     train_seconds: float = 0.0
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+def _batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device | None = None
+) -> list[torch.Tensor]:
+    # The permutation is drawn on the CPU (the same order on every device for a seed) and
+    # moved once per epoch, so a GPU step does no host-to-device copy of its own.
     order = torch.randperm(n, generator=generator)
+    if device is not None:
+        order = order.to(device)
     slices = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     # As vamb: drop the ragged last batch when there is more than one (BatchNorm needs > 1 row).
     if len(slices) > 1 and len(slices[-1]) < batch_size:
@@ -169,7 +175,9 @@ def fit_student(
         teacher = distilled_rows(teacher, depth, config.kd_rows)
     device = torch.device(config.device)
     previous_determinism = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # Bit-for-bit repeatability is promised on the CPU only: on a GPU the deterministic
+    # kernels cost speed, and cuBLAS would also need CUBLAS_WORKSPACE_CONFIG set at start-up.
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     try:
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
@@ -293,12 +301,13 @@ def _loop(
     for epoch in range(config.epochs):
         tick = time.perf_counter()
         model.train()
-        batches = _batches(x.shape[0], config.batch_size, generator)
-        loss_sum = 0.0
+        batches = _batches(x.shape[0], config.batch_size, generator, device)
+        # Summed on the device: reading each step's loss back would make the host wait for
+        # the GPU every step instead of queueing the next one.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
         optimizer.zero_grad(set_to_none=True)
         for step, rows in enumerate(batches):
-            rows = rows.to(device)
             logits, _ = model(x[rows])
             if embeddings is not None:
                 assert head is not None
@@ -330,14 +339,15 @@ def _loop(
                 optimizer.zero_grad(set_to_none=True)
                 if when == "step":
                     _safe_step(scheduler)
-            loss_sum += float(loss.detach()) * len(rows)
+            loss_sum += loss.detach().double() * len(rows)
             seen += len(rows)
         if when == "epoch":
             scheduler.step()
+        epoch_loss = float(loss_sum) / max(1, seen)  # waits for the device: times are honest
         seconds = time.perf_counter() - tick
         record = {
             "epoch": epoch + 1,
-            "loss": loss_sum / max(1, seen),
+            "loss": epoch_loss,
             "lr": float(optimizer.param_groups[0]["lr"]),
             "seconds": seconds,
             "samples_per_s": seen / max(seconds, 1e-9),

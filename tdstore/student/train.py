@@ -319,10 +319,23 @@ def _train_into(
             "mean_samples_per_s": float(
                 np.mean([r["samples_per_s"] for r in result.history]) if result.history else 0.0
             ),
+            **_gpu_usage(fit.device),
         },
     )
     write_json_atomic(folder / runs.RUN_FILE, S.RUN.stamp(doc))
     return S.RUN.stamp(doc)
+
+
+def _gpu_usage(device: str) -> dict[str, Any]:
+    """The card's name and the run's peak GPU memory, so a timing says what it ran on."""
+    if not device.startswith("cuda"):
+        return {}
+    import torch
+
+    return {
+        "gpu": torch.cuda.get_device_name(device),
+        "peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+    }
 
 
 def label_informed(soft_meta: dict[str, Any] | None) -> bool:

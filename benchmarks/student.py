@@ -20,6 +20,7 @@ time as a share of vamb's."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -45,6 +46,12 @@ _MEASURE = (
 )
 RANKS = ("domain", "phylum", "class", "order", "family", "genus", "species")
 THRESHOLD = 0.8
+# tdstore train's teacher arguments per run name.
+RUN_ARGS = {
+    "plain": ["--no-teacher"],
+    "kd": ["--soft-labels", "kt"],
+    "kd-post": ["--soft-labels", "kp"],
+}
 
 
 def sh(args: list[str], log: Path | None = None, threads: int = 1) -> dict:
@@ -71,58 +78,42 @@ def sh(args: list[str], log: Path | None = None, threads: int = 1) -> dict:
     return {"wall_s": wall, "peak_rss_mib": int(peak.group(1)) / 1024 if peak else None}
 
 
-def prepare(work: Path, n_contigs: int, seed: int, teach: bool = True, device: str = "cpu") -> Path:
+TEACHERS = {"kt": [], "kp": ["--label-posterior"]}  # the teacher alone; its label posterior
+
+
+def prepare(
+    work: Path, n_contigs: int, seed: int, teachers: tuple[str, ...], device: str = "cpu"
+) -> Path:
+    """Simulate, ingest, import labels, then the kmer teachers ``teachers`` needs.
+
+    Each step is skipped when its output is already there, so a workdir prepared by hand
+    or by an earlier run (a 200k simulation costs minutes) is reused.
+    """
     store = work / "s.tdstore"
-    posterior = [
-        "teach", str(store), "--embeddings", "kmer4", "--labels", "mmseqs", "--name", "kp",
-        "--label-posterior", "--device", device,
-    ]  # fmt: skip
-    if not teach and (store / "core").exists():
-        return store
-    if (store / "soft_labels" / "kt.parquet").exists():
-        if not (store / "soft_labels" / "kp.parquet").exists():
-            sh([TDSTORE, *posterior], threads=2)
-        return store
     sim = work / "sim"
-    steps = [
-        ["simulate", str(sim), "--contigs", str(n_contigs), "--seed", str(seed)],
-        ["init", str(store)],
-        [
-            "ingest",
-            str(store),
-            "--fasta",
-            str(sim / "contigs.fna.gz"),
-            "--abundance",
-            str(sim / "abundance.tsv"),
-        ],
-        [
-            "labels",
-            "import",
-            str(store),
-            "mmseqs",
-            str(sim / "labels.tsv"),
-            "--format",
-            "taxometer",
-        ],
-        ["labels", "import", str(store), "gold", str(sim / "gold.tsv"), "--format", "taxometer"],
-        ["embed", str(store), "--model", "kmer:4"],
-        [
-            "teach",
-            str(store),
-            "--embeddings",
-            "kmer4",
-            "--labels",
-            "mmseqs",
-            "--name",
-            "kt",
-            "--device",
-            device,
-        ],  # fmt: skip
-        posterior,
-    ]
-    if not teach:  # plain runs only: no teacher needed
-        steps = steps[:-3]
-    for step in steps:
+    steps: list[tuple[Path | None, list[str]]] = [
+        (sim / "simulation.json", ["simulate", str(sim), "--contigs", str(n_contigs), "--seed", str(seed)]),
+        (store / "manifest.json", ["init", str(store)]),
+        (store / "core", ["ingest", str(store), "--fasta", str(sim / "contigs.fna.gz"),
+                          "--abundance", str(sim / "abundance.tsv")]),
+        (store / "labels" / "mmseqs.parquet",
+         ["labels", "import", str(store), "mmseqs", str(sim / "labels.tsv"), "--format", "taxometer"]),
+        (store / "labels" / "gold.parquet",
+         ["labels", "import", str(store), "gold", str(sim / "gold.tsv"), "--format", "taxometer"]),
+    ]  # fmt: skip
+    if teachers:  # always run: embed resumes an unfinished set and skips a finished one
+        steps.append((None, ["embed", str(store), "--model", "kmer:4"]))
+    for name in teachers:
+        teach = ["teach", str(store), "--embeddings", "kmer4", "--labels", "mmseqs", "--name", name]
+        steps.append(
+            (
+                store / "soft_labels" / f"{name}.parquet",
+                [*teach, *TEACHERS[name], "--device", device],
+            )
+        )
+    for done, step in steps:
+        if done is not None and done.exists():
+            continue
         print("prepare:", " ".join(step[:2]), flush=True)
         sh([TDSTORE, *step], threads=2)
     return store
@@ -149,38 +140,40 @@ def _norm(name: str) -> str:
 def f1_table(
     calls: dict[str, list[tuple[str, float]]], gold: dict[str, list[str]], novel: dict[str, bool]
 ) -> dict:
-    """Per-rank P/R/F1 over gold contigs, plus known-species F1 and novel wrong-species rate."""
+    """Per-rank P/R/F1 over gold contigs, plus known-species F1 and novel wrong-species rate.
+
+    A call above the threshold is correct when it names the gold taxon at its rank, wrong
+    otherwise (also where the gold lineage stops above that rank).
+    """
     contigs = sorted(c for c in gold if gold[c])
+    norm = functools.lru_cache(maxsize=None)(_norm)
+    truth = np.full((len(contigs), len(RANKS)), "", dtype=object)
+    called = np.full((len(contigs), len(RANKS)), "", dtype=object)
+    for i, contig in enumerate(contigs):
+        for r, name in enumerate(gold[contig][: len(RANKS)]):
+            truth[i, r] = norm(name)
+        for r, (name, score) in enumerate(calls.get(contig, [])[: len(RANKS)]):
+            if score > THRESHOLD:
+                called[i, r] = norm(name)
+    is_novel = np.array([novel.get(c, False) for c in contigs], dtype=bool)
+    groups = {"all": np.ones(len(contigs), dtype=bool), "known": ~is_novel, "novel": is_novel}
     out: dict = {}
     for r, rank in enumerate(RANKS):
-        for group, members in (
-            ("all", contigs),
-            ("known", [c for c in contigs if not novel.get(c, False)]),
-            ("novel", [c for c in contigs if novel.get(c, False)]),
-        ):
-            correct = wrong = 0
-            with_truth = 0
-            for contig in members:
-                truth = gold[contig][r] if len(gold[contig]) > r else None
-                call = calls.get(contig, [])
-                called = call[r][0] if len(call) > r and call[r][1] > THRESHOLD else None
-                if truth is not None:
-                    with_truth += 1
-                if called is None:
-                    continue
-                if truth is not None and _norm(called) == _norm(truth):
-                    correct += 1
-                else:
-                    wrong += 1
+        made = called[:, r] != ""
+        right = made & (called[:, r] == truth[:, r])
+        has_truth = truth[:, r] != ""
+        for group, members in groups.items():
+            correct = int((right & members).sum())
+            wrong = int((made & ~right & members).sum())
             precision = correct / max(1, correct + wrong)
-            recall = correct / max(1, with_truth)
+            recall = correct / max(1, int((has_truth & members).sum()))
             f1 = 2 * precision * recall / max(precision + recall, 1e-12)
             out.setdefault(group, {})[rank] = {
                 "f1": round(f1, 4),
                 "precision": round(precision, 4),
                 "recall": round(recall, 4),
                 "wrong": wrong,
-                "n": len(members),
+                "n": int(members.sum()),
             }
     return out
 
@@ -266,7 +259,13 @@ def main() -> None:
         default="plain,kd,kd-post",
         help="comma-separated tdstore runs at --epochs: plain, kd, kd-post",
     )
-    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=5, help="the simulation's seed")
+    parser.add_argument(
+        "--seeds",
+        type=lambda text: [int(s) for s in text.split(",")],
+        default=[0],
+        help="training seeds of the full-length runs; runs of later seeds are named NAME-sSEED",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-student"))
     parser.add_argument(
@@ -283,7 +282,15 @@ def main() -> None:
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    store = prepare(work, args.contigs, args.seed, teach=not args.plain_only, device=args.device)
+    wanted = ["plain"] if args.plain_only else [r for r in args.runs.split(",") if r]
+    unknown = sorted(set(wanted) - set(RUN_ARGS))
+    if unknown:
+        parser.error(f"unknown --runs {unknown}; choose from {sorted(RUN_ARGS)}")
+    teachers = sorted(
+        {RUN_ARGS[r][1] for r in wanted if len(RUN_ARGS[r]) > 1}
+        | ({"kp"} if args.fast_epochs and not args.plain_only else set())
+    )
+    store = prepare(work, args.contigs, args.seed, tuple(teachers), device=args.device)
     gold, novel = read_gold(work / "sim" / "gold.tsv")
     # Only contigs the store keeps (>= 2 kbp; vamb drops the same with -m 2000).
     sys.path.insert(0, str(ROOT))
@@ -334,16 +341,13 @@ def main() -> None:
         results["runs"]["vamb"] = timing
         results["f1"]["vamb"] = f1_table(vamb_calls(out / "results_taxometer.tsv"), gold, novel)
         print("vamb", json.dumps(timing), flush=True)
-    full = {
-        "plain": ["--no-teacher"],
-        "kd": ["--soft-labels", "kt"],
-        "kd-post": ["--soft-labels", "kp"],
-    }
-    wanted = ["plain"] if args.plain_only else [r for r in args.runs.split(",") if r]
-    unknown = sorted(set(wanted) - set(full))
-    if unknown:
-        parser.error(f"unknown --runs {unknown}; choose from {sorted(full)}")
-    plans = [(name, full[name] + ["--epochs", str(args.epochs)]) for name in wanted]
+    plans = []
+    for i, seed in enumerate(args.seeds):  # other seeds: the spread that a difference must beat
+        plans += [
+            (name if i == 0 else f"{name}-s{seed}", [*RUN_ARGS[name], "--epochs", str(args.epochs),
+             "--seed", str(seed)])
+            for name in wanted
+        ]  # fmt: skip
     if args.fast_epochs:
         fast = ["--epochs", str(args.fast_epochs), "--batch-size", str(args.fast_batch_size)]
         plans.append(("plain-fast", ["--no-teacher", *fast]))

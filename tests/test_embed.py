@@ -140,6 +140,23 @@ def test_pooling_equals_direct_forward(teacher, pooling):
         np.testing.assert_allclose(result.vectors[i], _direct(teacher, ids, pooling), atol=2e-6)
 
 
+def test_padding_mask_dropped_only_for_causal_attention(teacher):
+    """Right padding cannot reach a causal model's real tokens; a bidirectional one keeps it."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from tdstore.teacher.engine import Engine, causal_attention
+
+    plan = resolve_plan(limit=32, n_special=2, window=None, stride=None, max_windows=None)
+    assert causal_attention(teacher.model) and Engine(teacher, plan).causal
+    tiny_bert = BertConfig(
+        vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16,
+    )  # fmt: skip
+    assert not causal_attention(BertModel(tiny_bert))
+    assert not causal_attention(torch.nn.Linear(2, 2))  # no attention at all
+
+
 def test_long_contigs_windowed_and_weighted(teacher):
     from tdstore.teacher.engine import Engine
     from tdstore.teacher.testing import random_dna

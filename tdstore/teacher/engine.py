@@ -120,6 +120,7 @@ class Engine:
         self.batch_tokens = batch_tokens
         self.stats = EngineStats()
         self._check_layer()
+        self.causal = causal_attention(teacher.model)
 
     def _check_layer(self) -> None:
         n_layers = getattr(self.teacher.model.config, "num_hidden_layers", None)
@@ -253,12 +254,14 @@ class Engine:
             mask_t = mask_t.pin_memory()
         ids_t = ids_t.to(device, non_blocking=True)
         mask_t = mask_t.to(device, non_blocking=True)
-        # Without padding the attention needs no mask and sdpa can use its fastest kernel.
-        full = bool((lengths[batch] == width).all())
+        # Padding sits on the right: in a causal model no real token attends to it, so the
+        # mask changes nothing the pooling reads, and without one sdpa runs its flash kernel
+        # (H200, GenomeOcean-500M shape: 80k tokens/s with masks, 242k without).
+        unmasked = self.causal or bool((lengths[batch] == width).all())
         with torch.inference_mode():
             output = teacher.model(
                 input_ids=ids_t,
-                attention_mask=None if full else mask_t,
+                attention_mask=None if unmasked else mask_t,
                 use_cache=False,
                 output_hidden_states=self.layer != -1,
             )
@@ -272,6 +275,20 @@ class Engine:
             # Multiplying by a 0/1 mask is exact; the sum accumulates in float32.
             total = (states * weights).sum(1, dtype=torch.float32)
             return total / mask_t.sum(1, keepdim=True).to(torch.float32)
+
+
+def causal_attention(model: Any) -> bool:
+    """Whether every attention layer of ``model`` is causal (GenomeOcean's Mistral layers are).
+
+    Read from the layers' own ``is_causal`` flags; a model that has none, or any
+    bidirectional layer, counts as not causal and keeps its padding mask.
+    """
+    flags = [
+        bool(module.is_causal)
+        for module in model.modules()
+        if "Attention" in type(module).__name__ and hasattr(module, "is_causal")
+    ]
+    return bool(flags) and all(flags)
 
 
 def combine(pooled: np.ndarray, weights: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -1,13 +1,17 @@
 """Student benchmark: vamb taxometer vs tdstore train (plain, then distilled), side by side.
 
 One simulated metagenome; vamb 5.0.4 runs from its own venv (never in CI). Each tool
-runs as a separate process under ``/usr/bin/time -v`` (wall time, peak RSS); F1 per
+runs as a separate process, timed by ``/usr/bin/time -v`` or, where that is missing, by a
+Python parent's ``getrusage`` (wall time, peak RSS); ``--device cuda`` runs both on the GPU
+(``vamb taxometer --cuda``, ``tdstore train --device cuda``). F1 per
 rank is computed here against the simulator's gold standard with the TaxDistill
 definitions (per contig; a call counts if its score > 0.8; precision =
 correct / (correct + wrong); recall = correct / all gold contigs)::
 
     python benchmarks/student.py --contigs 20000 --epochs 100 --fast-epochs 8 --workdir /tmp/bench-student
     python benchmarks/student.py --contigs 20000 --runs plain,kd-post --skip-vamb
+    python benchmarks/student.py --contigs 200000 --epochs 10 --plain-only --device cuda \
+        --vamb "python3 -m vamb" --threads 8
 
 Preparation (simulate, ingest, labels, kmer embeddings, teach: ``kt`` the teacher alone,
 ``kp`` its label posterior) is reused from the workdir and not timed. Runs: ``plain``

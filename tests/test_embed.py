@@ -146,9 +146,29 @@ def test_padding_mask_dropped_only_for_causal_attention(teacher):
     from transformers import BertConfig, BertModel
 
     from tdstore.teacher.engine import Engine, causal_attention
+    from tdstore.teacher.testing import random_dna
 
     plan = resolve_plan(limit=32, n_special=2, window=None, stride=None, max_windows=None)
-    assert causal_attention(teacher.model) and Engine(teacher, plan).causal
+    assert causal_attention(teacher.model)
+    masks: list[bool] = []
+
+    def record(_module, _args, kwargs):
+        masks.append(kwargs.get("attention_mask") is not None)
+
+    seqs = random_dna(6, (10, 50), seed=1)  # several lengths: padded batches
+    hook = teacher.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        unmasked = Engine(teacher, plan, batch_tokens=96)
+        fast = unmasked.embed(seqs)
+        assert unmasked.causal and masks and not any(masks)
+        masks.clear()
+        masked = Engine(teacher, plan, batch_tokens=96)
+        masked.causal = False  # as for a bidirectional model
+        reference = masked.embed(seqs)
+        assert any(masks)
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(fast.vectors, reference.vectors, atol=2e-6)
     tiny_bert = BertConfig(
         vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=16,

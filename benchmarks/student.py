@@ -50,12 +50,14 @@ _MEASURE = (
 )
 RANKS = ("domain", "phylum", "class", "order", "family", "genus", "species")
 THRESHOLD = 0.8
-# tdstore train's teacher arguments per run name.
-RUN_ARGS = {
-    "plain": ["--no-teacher"],
-    "kd": ["--soft-labels", "kt"],
-    "kd-post": ["--soft-labels", "kp"],
-}
+# Each full-length run's teacher: none, the k-mer teacher alone (kt), its label posterior (kp).
+RUN_TEACHER = {"plain": None, "kd": "kt", "kd-post": "kp"}
+TEACH_ARGS = {"kt": [], "kp": ["--label-posterior"]}
+
+
+def run_args(name: str) -> list[str]:
+    teacher = RUN_TEACHER[name]
+    return ["--no-teacher"] if teacher is None else ["--soft-labels", teacher]
 
 
 def sh(args: list[str], log: Path | None = None, threads: int = 1) -> dict:
@@ -80,9 +82,6 @@ def sh(args: list[str], log: Path | None = None, threads: int = 1) -> dict:
         raise RuntimeError(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     return {"wall_s": wall, "peak_rss_mib": int(peak.group(1)) / 1024 if peak else None}
-
-
-TEACHERS = {"kt": [], "kp": ["--label-posterior"]}  # the teacher alone; its label posterior
 
 
 def prepare(
@@ -112,7 +111,7 @@ def prepare(
         steps.append(
             (
                 store / "soft_labels" / f"{name}.parquet",
-                [*teach, *TEACHERS[name], "--device", device],
+                [*teach, *TEACH_ARGS[name], "--device", device],
             )
         )
     for done, step in steps:
@@ -287,14 +286,13 @@ def main() -> None:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     wanted = ["plain"] if args.plain_only else [r for r in args.runs.split(",") if r]
-    unknown = sorted(set(wanted) - set(RUN_ARGS))
+    unknown = sorted(set(wanted) - set(RUN_TEACHER))
     if unknown:
-        parser.error(f"unknown --runs {unknown}; choose from {sorted(RUN_ARGS)}")
-    teachers = sorted(
-        {RUN_ARGS[r][1] for r in wanted if len(RUN_ARGS[r]) > 1}
-        | ({"kp"} if args.fast_epochs and not args.plain_only else set())
-    )
-    store = prepare(work, args.contigs, args.seed, tuple(teachers), device=args.device)
+        parser.error(f"unknown --runs {unknown}; choose from {sorted(RUN_TEACHER)}")
+    teachers = {RUN_TEACHER[r] for r in wanted} - {None}
+    if args.fast_epochs and not args.plain_only:
+        teachers.add("kp")  # kd-fast
+    store = prepare(work, args.contigs, args.seed, tuple(sorted(teachers)), device=args.device)
     gold, novel = read_gold(work / "sim" / "gold.tsv")
     # Only contigs the store keeps (>= 2 kbp; vamb drops the same with -m 2000).
     sys.path.insert(0, str(ROOT))
@@ -348,7 +346,7 @@ def main() -> None:
     plans = []
     for i, seed in enumerate(args.seeds):  # other seeds: the spread that a difference must beat
         plans += [
-            (name if i == 0 else f"{name}-s{seed}", [*RUN_ARGS[name], "--epochs", str(args.epochs),
+            (name if i == 0 else f"{name}-s{seed}", [*run_args(name), "--epochs", str(args.epochs),
              "--seed", str(seed)])
             for name in wanted
         ]  # fmt: skip

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
     }
     # Warm-up at full batch size, for both methods: kernels, cuBLAS handles and the caching
-    # allocator's blocks (a one-contig warm-up left ~3 s of first-batch cost in the timing).
+    # allocator's large blocks are then set up before the timed runs, not in the first one.
     ours(teacher, fitting[: max(2, batch_tokens // teacher.limit)], batch_tokens)
     if not args.no_recipe:
         recipe(teacher, fitting[:25])

@@ -55,6 +55,10 @@ RUN_TEACHER = {"plain": None, "kd": "kt", "kd-post": "kp"}
 TEACH_ARGS = {"kt": [], "kp": ["--label-posterior"]}
 
 
+# The quick recipe's runs (--fast-epochs, batch 256) and the full-length run each repeats.
+FAST_RUNS = {"plain-fast": "plain", "kd-fast": "kd-post"}
+
+
 def run_args(name: str) -> list[str]:
     teacher = RUN_TEACHER[name]
     return ["--no-teacher"] if teacher is None else ["--soft-labels", teacher]
@@ -289,9 +293,11 @@ def main() -> None:
     unknown = sorted(set(wanted) - set(RUN_TEACHER))
     if unknown:
         parser.error(f"unknown --runs {unknown}; choose from {sorted(RUN_TEACHER)}")
-    teachers = {RUN_TEACHER[r] for r in wanted} - {None}
-    if args.fast_epochs and not args.plain_only:
-        teachers.add("kp")  # kd-fast
+    fast_runs = {} if not args.fast_epochs else {
+        fast: full for fast, full in FAST_RUNS.items()
+        if not args.plain_only or RUN_TEACHER[full] is None
+    }  # fmt: skip
+    teachers = {RUN_TEACHER[r] for r in [*wanted, *fast_runs.values()]} - {None}
     store = prepare(work, args.contigs, args.seed, tuple(sorted(teachers)), device=args.device)
     gold, novel = read_gold(work / "sim" / "gold.tsv")
     # Only contigs the store keeps (>= 2 kbp; vamb drops the same with -m 2000).
@@ -350,11 +356,8 @@ def main() -> None:
              "--seed", str(seed)])
             for name in wanted
         ]  # fmt: skip
-    if args.fast_epochs:
-        fast = ["--epochs", str(args.fast_epochs), "--batch-size", str(args.fast_batch_size)]
-        plans.append(("plain-fast", ["--no-teacher", *fast]))
-        if not args.plain_only:
-            plans.append(("kd-fast", ["--soft-labels", "kp", *fast]))
+    fast = ["--epochs", str(args.fast_epochs), "--batch-size", str(args.fast_batch_size)]
+    plans += [(name, [*run_args(full), *fast]) for name, full in fast_runs.items()]
     for name, extra in plans:
         timing = run_tdstore(store, name, extra, work, args.threads, args.device)
         results["runs"][name] = timing

@@ -89,12 +89,18 @@ def teach(
         typer.echo(f"held-out accuracy vs the noisy labels per fold: {folds_text}")
     posterior = meta.get("label_posterior")
     if posterior:
-        from tdstore.teacher.posterior import MIN_NOISE
+        from tdstore.teacher.posterior import COPIES_LABELS, MIN_NOISE
 
         noise = posterior["noise"]
         bound = " (lower bound: the teacher rules no label out)" if noise <= MIN_NOISE else ""
+        kept = posterior["mean_label_weight"]
         typer.echo(
             f"label posterior: fitted label noise {noise:.2g}{bound}, "
-            f"mean P(label right) {posterior['mean_label_weight']:.3f}"
+            f"mean P(label right) {kept:.3f}"
         )
+        if kept >= COPIES_LABELS:
+            typer.echo(
+                "note: the teacher overrules almost no label: where a label names a species, "
+                "its soft label is that species; only truncated labels get the teacher's split"
+            )
     typer.echo(f"head: {head_path(handle, done)}")

@@ -128,8 +128,10 @@ def test_rows_without_teacher_add_no_kl():
     logits = torch.tensor([LOGITS] * 3)
     loss = soft_label_loss(logits, lo, hi, teacher, alpha=0.5, temperature=2.0)
     kl = _kl(_temper(DENSE_TEACHER, 2.0), _softmax([v / 2 for v in LOGITS]))
-    hard = sum(_hard(_softmax(LOGITS))) / 3
-    assert loss.item() == pytest.approx(0.5 * hard + 0.5 * 4.0 * kl, abs=1e-6)
+    hard = _hard(_softmax(LOGITS))
+    # Row 0 mixes the two terms; rows 1 and 2 keep their whole hard loss (weight 1, not alpha).
+    expected = (0.5 * hard[0] + 0.5 * 4.0 * kl + hard[1] + hard[2]) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_joint_loss_hand_computed_and_teacher_detached_in_kl():
@@ -198,13 +200,15 @@ def test_kd_rows_species_keeps_only_the_hard_loss_where_the_label_stops_above_sp
     assert masked.present.tolist() == [True, False, False]
     loss = soft_label_loss(logits, lo, hi, masked, alpha=0.5, temperature=2.0)
     kl = _kl(_temper(DENSE_TEACHER, 2.0), _softmax([v / 2 for v in LOGITS]))
-    hard = sum(_hard(_softmax(LOGITS))) / 3
-    assert loss.item() == pytest.approx(0.5 * hard + 0.5 * 4.0 * kl, abs=1e-6)
+    hard = _hard(_softmax(LOGITS))
+    assert loss.item() == pytest.approx(
+        (0.5 * hard[0] + 2.0 * kl + hard[1] + hard[2]) / 3, abs=1e-6
+    )
     # "all" is the paper's choice: every row with a teacher is distilled.
     assert distilled_rows(_teacher(3), depth, "all").present.tolist() == [True, True, True]
     # A row without a teacher stays without one.
-    assert distilled_rows(_teacher(3, present=False), depth, "species").present.tolist() == [
-        False
-    ] * 3
+    assert (
+        distilled_rows(_teacher(3, present=False), depth, "species").present.tolist() == [False] * 3
+    )
     with pytest.raises(ValueError, match="kd_rows"):
         distilled_rows(_teacher(3), depth, "genus")

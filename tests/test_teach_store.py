@@ -165,13 +165,15 @@ def test_label_posterior_soft_labels_beat_teacher_and_labels(store, cli):
         agreement[name] = {rank: _agreement(calls, gold, rank) for rank in ("genus", "species")}
     posterior = meta["label_posterior"]
     assert 0.0 < posterior["noise"] < 0.5 and 0.5 < posterior["mean_label_weight"] <= 1.0
-    # The note that the posterior copies the labels appears exactly when it does.
-    copies = posterior["mean_label_weight"] >= COPIES_LABELS
-    assert ("note: the teacher overrules almost no label" in result.stdout) == copies
-    species_rows = np.flatnonzero(tax.rank_matrix(label_vector(store, "mmseqs"))[:, 6] >= 0)
-    if copies:  # then a species label's soft label is that species
-        called = table.column("taxon_id").to_numpy()[species_rows]
-        assert (called == label_vector(store, "mmseqs")[species_rows]).mean() > 0.99
+    # This weak k-mer teacher keeps (nearly) every label, as at 200k contigs: teach says so,
+    # and where a label names a species the soft label is that species.
+    assert posterior["mean_label_weight"] >= COPIES_LABELS
+    assert "note: the teacher overrules almost no label" in result.stdout
+    noisy_ids = label_vector(store, "mmseqs")
+    species_rows = np.flatnonzero(tax.rank_matrix(np.maximum(noisy_ids, 0))[:, 6] >= 0)
+    post_table, _ = SL.load_soft_labels(store, "post")
+    called = post_table.column("taxon_id").to_numpy()[species_rows]
+    assert (called == noisy_ids[species_rows]).mean() > 0.99
     print("agreement with gold", agreement)
     for rank in ("genus", "species"):
         assert agreement["post"][rank] > _agreement(noisy, gold, rank)

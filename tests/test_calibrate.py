@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tdstore.student.calibrate import (
+    KNOWN_REACH,
     Calibration,
     Signals,
     agreement,
@@ -80,3 +81,50 @@ def test_species_calls_withheld_where_labels_stop_at_genus():
     scores = fit_calibration(Signals(raw, depth), chain, labels).apply(Signals(raw, depth))
     assert scores[novel, 6].max() < 0.5 and scores[~novel, 6].min() > 0.9
     assert scores[novel, 5].min() > 0.9  # their genus calls stand
+
+
+def test_reach_gate_withholds_calls_on_taxa_the_labels_never_reach():
+    """Above species a short label says nothing, so only the depth probe can stop a genus call.
+
+    Contigs of a genus missing from the reference: labels stop at family for most, and
+    the rest name the closest known relative's genus, which the student follows (so the
+    held-out labels agree with its calls). Known genera's labels reach the genus for most
+    contigs; novel species of known genera for about two thirds of them.
+    """
+    rng = np.random.default_rng(2)
+    n = 6000
+    group = rng.choice(3, size=n, p=[0.7, 0.15, 0.15])  # known, novel species, novel genus
+    reach_genus = np.array([0.93, 0.68, 0.28])[group]
+    raw = np.full((n, 7), 0.999)
+    depth = np.full((n, 7), 0.97)
+    depth[:, 5] = reach_genus
+    depth[:, 6] = np.array([0.9, 0.3, 0.25])[group]
+    chain = np.tile(np.arange(1, 8), (n, 1))
+    labels = chain.copy()
+    short = rng.random(n) > reach_genus
+    labels[short, 5:] = -1
+    labels[(group > 0) & ~short, 6] = 99  # novel: a relative's species, the call's genus
+    cal = fit_calibration(Signals(raw, depth), chain, labels)
+    assert cal.known_reach == KNOWN_REACH
+    scores = cal.apply(Signals(raw, depth))
+    assert scores[group == 2, 5].max() < 0.8  # genus withheld for the novel genus
+    assert scores[group < 2, 5].min() > 0.95  # and kept for known genera
+    assert scores[:, 4].min() > 0.95  # family calls stand: their labels reach family
+    expected = np.minimum(1.0, 0.28 / KNOWN_REACH)
+    np.testing.assert_allclose(scores[group == 2, 5], expected * scores[group == 2, 4], rtol=0.05)
+    # The factor is what the gate adds: without it the fitted scores would call them all.
+    ungated = Calibration.from_dict({**cal.to_dict(), "known_reach": None})
+    assert ungated.apply(Signals(raw, depth))[group == 2, 5].min() > 0.95
+
+
+def test_runs_calibrated_before_the_gate_keep_their_scores():
+    raw = np.full((3, 7), 0.99)
+    depth = np.array([[0.99] * 7, [0.99] * 5 + [0.1, 0.1], [0.99] * 4 + [np.nan] * 3])
+    old = Calibration.from_dict({"coefs": {}, "ceilings": {}})  # a stored calibration without it
+    assert old.known_reach is None
+    np.testing.assert_array_equal(old.apply(Signals(raw, depth)), raw)
+    gated = Calibration(known_reach=KNOWN_REACH).apply(Signals(raw, depth))
+    np.testing.assert_allclose(gated[1], [0.99] * 5 + [0.99 * 0.2] * 2)
+    np.testing.assert_array_equal(gated[0], raw[0])
+    np.testing.assert_array_equal(gated[2], raw[2])  # no probe value: no gate
+    assert Calibration.from_dict(Calibration(known_reach=0.5).to_dict()).known_reach == 0.5

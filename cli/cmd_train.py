@@ -98,6 +98,15 @@ def train(
             "so no label goes unused; 0 = none.",
         ),
     ] = 3,
+    reach_gate: Annotated[
+        float,
+        typer.Option(
+            "--reach-gate",
+            help="Above species, scale a score by min(1, P(label reaches the rank) / this): "
+            "taxa the labels of look-alike contigs rarely reach are likely missing from the "
+            "reference; 0 = off.",
+        ),
+    ] = 0.5,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a finished run of the same name.")
     ] = False,
@@ -135,6 +144,7 @@ def train(
         subset=subset,
         calibration_fraction=calibration_fraction,
         refit_epochs=refit_epochs,
+        reach_gate=reach_gate,
         fit=fit,
     )
     doc = train_run(tdstore.open(store), request, overwrite=overwrite, argv=sys.argv[1:])

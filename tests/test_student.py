@@ -404,3 +404,29 @@ def test_refit_learns_the_heldout_labels_after_calibration(sim_store):
     assert with_refit > without + 0.05, (with_refit, without)
     with pytest.raises(UsageError, match="--refit-epochs"):
         train(store, TrainRequest(labels="mmseqs", name="x", refit_epochs=-1, fit=FAST))
+
+
+def test_reach_gate_only_lowers_scores_and_can_be_turned_off(sim_store, cli):
+    """Same seed, same model: the gate scales calibrated scores down above species, never up."""
+    store, _ = sim_store
+    gated = train(store, TrainRequest(labels="mmseqs", name="gate-on", fit=TINY), progress=False)
+    plain = train(
+        store,
+        TrainRequest(labels="mmseqs", name="gate-off", fit=TINY, reach_gate=0.0),
+        progress=False,
+    )
+    assert gated["config"]["reach_gate"] == 0.5 and plain["config"]["reach_gate"] == 0.0
+    assert gated["calibration"]["known_reach"] == 0.5
+    assert plain["calibration"]["known_reach"] is None
+    on, _ = runs.load_predictions(store, "gate-on")
+    off, _ = runs.load_predictions(store, "gate-off")
+    assert on.column("raw_scores").to_pylist() == off.column("raw_scores").to_pylist()
+    assert on.column("lineage_ids").to_pylist() == off.column("lineage_ids").to_pylist()
+    lowered = 0
+    on_scores = on.column("lineage_scores").to_pylist()
+    for a, b in zip(on_scores, off.column("lineage_scores").to_pylist(), strict=True):
+        assert all(x <= y + 1e-6 for x, y in zip(a, b, strict=True))
+        lowered += any(x < y - 1e-6 for x, y in zip(a, b, strict=True))
+    assert lowered > 0  # the small simulation has novel genera too
+    result = cli("train", store.path, "--labels", "mmseqs", "--name", "g", "--reach-gate", "1.5")
+    assert result.exit_code == UsageError.exit_code and "--reach-gate" in result.stderr

@@ -197,12 +197,19 @@ def _ceiling(z: np.ndarray, target: np.ndarray, top: float = 0.2) -> float:
 
 
 def fit_calibration(
-    signals: Signals, chain_taxa: np.ndarray, label_ranks: np.ndarray
+    signals: Signals,
+    chain_taxa: np.ndarray,
+    label_ranks: np.ndarray,
+    *,
+    known_reach: float | None = KNOWN_REACH,
 ) -> Calibration:
-    """Fit per-rank calibrators on held-out rows that have a label (not unclassified)."""
+    """Fit per-rank calibrators on held-out rows that have a label (not unclassified).
+
+    ``known_reach``: the reach gate's divisor, None for no gate.
+    """
     labelled = label_ranks[:, 0] >= 0
     target = agreement(chain_taxa, label_ranks)
-    calibration = Calibration(known_reach=KNOWN_REACH)
+    calibration = Calibration(known_reach=known_reach)
     variants = [("base", np.ones(len(labelled), dtype=bool))]
     if signals.teacher is not None:
         with_teacher = ~np.isnan(signals.teacher).all(axis=1)

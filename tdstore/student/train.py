@@ -25,6 +25,7 @@ from tdstore.errors import ConflictError, UsageError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store, validate_name
 from tdstore.student import runs
+from tdstore.student.calibrate import KNOWN_REACH
 from tdstore.student.fit import KD_ROWS, SCHEDULES, FitConfig
 
 MODES = ("plain", "soft", "joint")
@@ -41,6 +42,8 @@ class TrainRequest:
     # After calibration, train this many more epochs on every labelled row (held-out
     # ones included) so that no label is left unused; 0 keeps the model as calibrated.
     refit_epochs: int = 3
+    # Divisor of the calibration's reach gate above species; 0 = off.
+    reach_gate: float = KNOWN_REACH
     fit: FitConfig = field(default_factory=FitConfig)
 
     @property
@@ -92,6 +95,8 @@ def _check(request: TrainRequest) -> None:
         raise UsageError("--calibration-fraction must be in [0, 0.9)")
     if request.refit_epochs < 0:
         raise UsageError("--refit-epochs must be >= 0")
+    if not 0.0 <= request.reach_gate <= 1.0:
+        raise UsageError("--reach-gate must be in [0, 1] (0 = off)")
     if not 0.0 <= fit.alpha <= 1.0:
         raise UsageError("--alpha must be in [0, 1]")
     if fit.temperature <= 0:
@@ -201,6 +206,7 @@ def _train_into(
             "subset": request.subset,
             "calibration_fraction": request.calibration_fraction,
             "refit_epochs": request.refit_epochs,
+            "reach_gate": request.reach_gate,
             "fit": fit.resolved(),
         },
         "versions": versions(),
@@ -257,7 +263,7 @@ def _train_into(
         result = fit_rows(train_rows, fit, validation=validation, on_epoch=on_epoch)
     trained_s = time.perf_counter() - started - loaded_s
 
-    calibration = _calibrate(result.model, inputs, held_rows, fit.device)
+    calibration = _calibrate(result.model, inputs, held_rows, fit.device, request.reach_gate)
     calibrated_s = time.perf_counter() - started - loaded_s - trained_s
     refit_history: list[dict[str, float]] = []
     if request.refit_epochs and held_rows.size:
@@ -343,7 +349,9 @@ def label_informed(soft_meta: dict[str, Any] | None) -> bool:
     return bool(soft_meta and soft_meta.get("label_posterior"))
 
 
-def _calibrate(model: Any, inputs: Any, held_rows: np.ndarray, device: str) -> Any:
+def _calibrate(
+    model: Any, inputs: Any, held_rows: np.ndarray, device: str, reach_gate: float
+) -> Any:
     """Per-rank calibration on the held-out rows (raw scores kept if there are none)."""
     from tdstore.student.calibrate import Calibration, Signals, fit_calibration
     from tdstore.student.chains import chain_scores, infer, taxon_matrix, teacher_node_probs
@@ -371,4 +379,4 @@ def _calibrate(model: Any, inputs: Any, held_rows: np.ndarray, device: str) -> A
         teacher=None if teacher is None else np.concatenate([p[1].teacher for p in parts]),
     )
     label_ranks = inputs.taxonomy.rank_matrix(inputs.labels[held_rows])
-    return fit_calibration(signals, taxa, label_ranks)
+    return fit_calibration(signals, taxa, label_ranks, known_reach=reach_gate or None)

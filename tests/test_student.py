@@ -200,6 +200,7 @@ def test_same_seed_same_predictions_on_cpu(sim_store):
     b, _ = runs.load_predictions(store, "det-b")
     assert a.to_pylist() == b.to_pylist()
     assert [h["loss"] for h in first["history"]] == [h["loss"] for h in second["history"]]
+    assert first["threads"] == second["threads"] == 1  # recorded: results depend on it
     other = train(
         store,
         TrainRequest(labels="mmseqs", name="det-c", fit=replace(TINY, seed=1)),

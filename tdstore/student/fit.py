@@ -166,7 +166,9 @@ def fit_student(
 
     ``depth`` is each label's depth (0 = unclassified ... 7 = species), for the depth
     probe fitted on the final hidden layer after training.
-    Deterministic for a seed on CPU. Early stopping (``config.patience``) needs
+    Deterministic for a seed and a thread count on CPU (matrix products sum in another
+    order with another number of threads: the demo's plain student, 1 thread vs 2, differs
+    from the first epoch's loss, 3.21025 vs 3.21048). Early stopping (``config.patience``) needs
     ``validation``; the best epoch's weights are returned.
     """
     if teacher is not None and embeddings is not None:

@@ -198,6 +198,8 @@ def _train_into(
         "refhash": store.refhash,
         "argv": argv,
         "seed": fit.seed,
+        # Results repeat bit for bit on CPU only with the same number of threads.
+        "threads": torch.get_num_threads(),
         "config": {
             "mode": request.mode,
             "labels": request.labels,

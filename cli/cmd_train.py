@@ -107,6 +107,14 @@ def train(
             "reference; 0 = off.",
         ),
     ] = 0.5,
+    species_reach_gate: Annotated[
+        float,
+        typer.Option(
+            "--species-reach-gate",
+            help="The same at species; 0 = off: a label that stops above species then counts "
+            "against a species call in calibration instead.",
+        ),
+    ] = 0.7,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a finished run of the same name.")
     ] = False,
@@ -145,6 +153,7 @@ def train(
         calibration_fraction=calibration_fraction,
         refit_epochs=refit_epochs,
         reach_gate=reach_gate,
+        species_reach_gate=species_reach_gate,
         fit=fit,
     )
     doc = train_run(tdstore.open(store), request, overwrite=overwrite, argv=sys.argv[1:])

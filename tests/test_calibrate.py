@@ -6,6 +6,7 @@ import numpy as np
 
 from tdstore.student.calibrate import (
     KNOWN_REACH,
+    SPECIES_REACH,
     Calibration,
     Signals,
     agreement,
@@ -128,3 +129,36 @@ def test_runs_calibrated_before_the_gate_keep_their_scores():
     np.testing.assert_array_equal(gated[0], raw[0])
     np.testing.assert_array_equal(gated[2], raw[2])  # no probe value: no gate
     assert Calibration.from_dict(Calibration(known_reach=0.5).to_dict()).known_reach == 0.5
+
+
+def test_species_gate_keeps_known_species_whose_labels_often_stop_short():
+    """Known species whose look-alikes' labels stop at genus a third of the time keep their
+    species calls with the species gate; counting short labels against them withholds them.
+    Novel species (their labels reach species only by a wrong call to a relative) lose it
+    either way.
+    """
+    rng = np.random.default_rng(4)
+    n = 6000
+    group = rng.choice(3, size=n, p=[0.6, 0.2, 0.2])  # known, known + often short, novel
+    reach = np.array([0.92, 0.66, 0.3])[group]
+    raw = np.full((n, 7), 0.999)
+    depth = np.full((n, 7), 0.97)
+    depth[:, 6] = reach
+    chain = np.tile(np.arange(1, 8), (n, 1))
+    labels = chain.copy()
+    short = rng.random(n) > reach
+    labels[short, 6] = -1
+    labels[(group == 2) & ~short, 6] = 99  # the relative the student does not call
+    labels[(group == 2) & ~short & (rng.random(n) < 0.85), 6] = 7  # ... or does (closest)
+    assert (agreement(chain, labels)[short, 6] == 0).all()
+    assert np.isnan(agreement(chain, labels, short_species_counts=False)[short, 6]).all()
+    gated = fit_calibration(Signals(raw, depth), chain, labels)
+    assert gated.species_reach == SPECIES_REACH
+    scores = gated.apply(Signals(raw, depth))
+    assert scores[group < 2, 6].min() > 0.8  # both known groups called
+    assert scores[group == 2, 6].max() < 0.5  # novel species stop at genus
+    earlier = fit_calibration(Signals(raw, depth), chain, labels, species_reach=None)
+    assert earlier.species_reach is None
+    old = earlier.apply(Signals(raw, depth))
+    assert old[group == 1, 6].max() < 0.8  # the often-short known species are withheld
+    assert old[group == 2, 6].max() < 0.5

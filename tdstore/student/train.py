@@ -25,7 +25,7 @@ from tdstore.errors import ConflictError, UsageError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store, validate_name
 from tdstore.student import runs
-from tdstore.student.calibrate import KNOWN_REACH
+from tdstore.student.calibrate import KNOWN_REACH, SPECIES_REACH
 from tdstore.student.fit import KD_ROWS, SCHEDULES, FitConfig
 
 MODES = ("plain", "soft", "joint")
@@ -44,6 +44,7 @@ class TrainRequest:
     refit_epochs: int = 3
     # Divisor of the calibration's reach gate above species; 0 = off.
     reach_gate: float = KNOWN_REACH
+    species_reach_gate: float = SPECIES_REACH
     fit: FitConfig = field(default_factory=FitConfig)
 
     @property
@@ -97,6 +98,8 @@ def _check(request: TrainRequest) -> None:
         raise UsageError("--refit-epochs must be >= 0")
     if not 0.0 <= request.reach_gate <= 1.0:
         raise UsageError("--reach-gate must be in [0, 1] (0 = off)")
+    if not 0.0 <= request.species_reach_gate <= 1.0:
+        raise UsageError("--species-reach-gate must be in [0, 1] (0 = off)")
     if not 0.0 <= fit.alpha <= 1.0:
         raise UsageError("--alpha must be in [0, 1]")
     if fit.temperature <= 0:
@@ -209,6 +212,7 @@ def _train_into(
             "calibration_fraction": request.calibration_fraction,
             "refit_epochs": request.refit_epochs,
             "reach_gate": request.reach_gate,
+            "species_reach_gate": request.species_reach_gate,
             "fit": fit.resolved(),
         },
         "versions": versions(),
@@ -265,7 +269,7 @@ def _train_into(
         result = fit_rows(train_rows, fit, validation=validation, on_epoch=on_epoch)
     trained_s = time.perf_counter() - started - loaded_s
 
-    calibration = _calibrate(result.model, inputs, held_rows, fit.device, request.reach_gate)
+    calibration = _calibrate(result.model, inputs, held_rows, fit.device, request)
     calibrated_s = time.perf_counter() - started - loaded_s - trained_s
     refit_history: list[dict[str, float]] = []
     if request.refit_epochs and held_rows.size:
@@ -352,7 +356,7 @@ def label_informed(soft_meta: dict[str, Any] | None) -> bool:
 
 
 def _calibrate(
-    model: Any, inputs: Any, held_rows: np.ndarray, device: str, reach_gate: float
+    model: Any, inputs: Any, held_rows: np.ndarray, device: str, request: TrainRequest
 ) -> Any:
     """Per-rank calibration on the held-out rows (raw scores kept if there are none)."""
     from tdstore.student.calibrate import Calibration, Signals, fit_calibration
@@ -381,4 +385,10 @@ def _calibrate(
         teacher=None if teacher is None else np.concatenate([p[1].teacher for p in parts]),
     )
     label_ranks = inputs.taxonomy.rank_matrix(inputs.labels[held_rows])
-    return fit_calibration(signals, taxa, label_ranks, known_reach=reach_gate or None)
+    return fit_calibration(
+        signals,
+        taxa,
+        label_ranks,
+        known_reach=request.reach_gate or None,
+        species_reach=request.species_reach_gate or None,
+    )

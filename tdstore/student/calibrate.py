@@ -11,9 +11,10 @@ confidence and teacher-student disagreement in one number)::
     cal = fit_calibration(signals, chain_taxa, label_ranks)
     scores = cal.apply(signals)          # (n, 7), non-increasing along each lineage
 
-Above species the held-out labels cannot show a call on a taxon the reference lacks
-to be wrong (a label that stops short is left out of the fit, see ``agreement``), so
-a second factor reads the depth probe alone: see ``KNOWN_REACH``.
+A held-out label that stops short of a rank is left out of that rank's fit (see
+``agreement``), so the fit never shows a call on a taxon the reference lacks to be
+wrong; a second factor, the reach gate, reads the depth probe alone: see
+``KNOWN_REACH`` (above species) and ``SPECIES_REACH``.
 """
 
 from __future__ import annotations

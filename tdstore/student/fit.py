@@ -168,8 +168,8 @@ def fit_student(
     probe fitted on the final hidden layer after training.
     Deterministic for a seed and a thread count on CPU (matrix products sum in another
     order with another number of threads: the demo's plain student, 1 thread vs 2, differs
-    from the first epoch's loss, 3.21025 vs 3.21048). Early stopping (``config.patience``) needs
-    ``validation``; the best epoch's weights are returned.
+    from the first epoch's loss, 3.21025 vs 3.21048). Early stopping
+    (``config.patience``) needs ``validation``; the best epoch's weights are returned.
     """
     if teacher is not None and embeddings is not None:
         raise ValueError("pass either a stored teacher or embeddings for a joint head, not both")

@@ -42,7 +42,7 @@ class TrainRequest:
     # After calibration, train this many more epochs on every labelled row (held-out
     # ones included) so that no label is left unused; 0 keeps the model as calibrated.
     refit_epochs: int = 3
-    # Divisor of the calibration's reach gate above species; 0 = off.
+    # Divisors of the calibration's reach gates above and at species; 0 = off.
     reach_gate: float = KNOWN_REACH
     species_reach_gate: float = SPECIES_REACH
     fit: FitConfig = field(default_factory=FitConfig)

@@ -122,7 +122,7 @@ def test_runs_calibrated_before_the_gate_keep_their_scores():
     raw = np.full((3, 7), 0.99)
     depth = np.array([[0.99] * 7, [0.99] * 5 + [0.1, 0.1], [0.99] * 4 + [np.nan] * 3])
     old = Calibration.from_dict({"coefs": {}, "ceilings": {}})  # a stored calibration without it
-    assert old.known_reach is None
+    assert old.known_reach is None and old.species_reach is None
     np.testing.assert_array_equal(old.apply(Signals(raw, depth)), raw)
     gated = Calibration(known_reach=KNOWN_REACH).apply(Signals(raw, depth))
     np.testing.assert_allclose(gated[1], [0.99] * 5 + [0.99 * 0.2] * 2)

@@ -431,3 +431,5 @@ def test_reach_gate_only_lowers_scores_and_can_be_turned_off(sim_store, cli):
     assert lowered > 0  # the small simulation has novel genera too
     result = cli("train", store.path, "--labels", "mmseqs", "--name", "g", "--reach-gate", "1.5")
     assert result.exit_code == UsageError.exit_code and "--reach-gate" in result.stderr
+    result = cli("train", store.path, "--labels", "mmseqs", "--species-reach-gate", "-1")
+    assert result.exit_code == UsageError.exit_code and "--species-reach-gate" in result.stderr

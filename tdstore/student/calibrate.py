@@ -173,9 +173,9 @@ class Calibration:
         )
 
 
-def reach_factor(depth: np.ndarray, known_reach: float) -> np.ndarray:
-    """min(1, P(label reaches the rank) / known_reach); 1 where the probe gave nothing."""
-    factor = np.clip(np.asarray(depth, dtype=np.float64) / known_reach, 0.0, 1.0)
+def reach_factor(depth: np.ndarray, divisor: float) -> np.ndarray:
+    """min(1, P(label reaches the rank) / divisor); 1 where the probe gave nothing."""
+    factor = np.clip(np.asarray(depth, dtype=np.float64) / divisor, 0.0, 1.0)
     return np.where(np.isnan(factor), 1.0, factor)
 
 

@@ -96,10 +96,12 @@ def _check(request: TrainRequest) -> None:
         raise UsageError("--calibration-fraction must be in [0, 0.9)")
     if request.refit_epochs < 0:
         raise UsageError("--refit-epochs must be >= 0")
-    if not 0.0 <= request.reach_gate <= 1.0:
-        raise UsageError("--reach-gate must be in [0, 1] (0 = off)")
-    if not 0.0 <= request.species_reach_gate <= 1.0:
-        raise UsageError("--species-reach-gate must be in [0, 1] (0 = off)")
+    for option, divisor in (
+        ("--reach-gate", request.reach_gate),
+        ("--species-reach-gate", request.species_reach_gate),
+    ):
+        if not 0.0 <= divisor <= 1.0:
+            raise UsageError(f"{option} must be in [0, 1] (0 = off)")
     if not 0.0 <= fit.alpha <= 1.0:
         raise UsageError("--alpha must be in [0, 1]")
     if fit.temperature <= 0:
@@ -269,7 +271,7 @@ def _train_into(
         result = fit_rows(train_rows, fit, validation=validation, on_epoch=on_epoch)
     trained_s = time.perf_counter() - started - loaded_s
 
-    calibration = _calibrate(result.model, inputs, held_rows, fit.device, request)
+    calibration = _calibrate(result.model, inputs, held_rows, request)
     calibrated_s = time.perf_counter() - started - loaded_s - trained_s
     refit_history: list[dict[str, float]] = []
     if request.refit_epochs and held_rows.size:
@@ -355,9 +357,7 @@ def label_informed(soft_meta: dict[str, Any] | None) -> bool:
     return bool(soft_meta and soft_meta.get("label_posterior"))
 
 
-def _calibrate(
-    model: Any, inputs: Any, held_rows: np.ndarray, device: str, request: TrainRequest
-) -> Any:
+def _calibrate(model: Any, inputs: Any, held_rows: np.ndarray, request: TrainRequest) -> Any:
     """Per-rank calibration on the held-out rows (raw scores kept if there are none)."""
     from tdstore.student.calibrate import Calibration, Signals, fit_calibration
     from tdstore.student.chains import chain_scores, infer, taxon_matrix, teacher_node_probs
@@ -369,7 +369,7 @@ def _calibrate(
     # rows' own labels: as a calibration signal they would leak the target.
     teacher = None if label_informed(inputs.teacher_meta) else inputs.teacher
     parts = []
-    for start, probs, depth in infer(model, x, device=device):
+    for start, probs, depth in infer(model, x, device=request.fit.device):
         chain, raw = chain_scores(inputs.hierarchy, probs)
         signals = Signals(raw=raw, depth=np.where(chain >= 0, depth, np.nan))
         if teacher is not None:

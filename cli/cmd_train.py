@@ -115,6 +115,14 @@ def train(
             "against a species call in calibration instead.",
         ),
     ] = 0.7,
+    checkpoint_every: Annotated[
+        float,
+        typer.Option(
+            "--checkpoint-every",
+            help="Save the training state at most every this many seconds (0 = after every "
+            "epoch); the same command resumes a killed run from it.",
+        ),
+    ] = 60.0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a finished run of the same name.")
     ] = False,
@@ -155,10 +163,13 @@ def train(
         reach_gate=reach_gate,
         species_reach_gate=species_reach_gate,
         fit=fit,
+        checkpoint_every_s=checkpoint_every,
     )
     doc = train_run(tdstore.open(store), request, overwrite=overwrite, argv=sys.argv[1:])
     timings = doc["timings"]
     last = doc["history"][-1]
+    for resumed in doc.get("resumed", []):
+        typer.echo(f"resumed the {resumed['phase']} phase after epoch {resumed['epoch']}")
     typer.echo(
         f"run {doc['name']}: {doc['config']['mode']}, {doc['counts']['train_rows']:,} training rows"
         f" ({doc['counts']['heldout_rows']:,} held out), {doc['counts']['leaves']:,} leaves"

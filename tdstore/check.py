@@ -21,6 +21,7 @@ from tdstore.errors import ConflictError, TdstoreError
 from tdstore.schemas import declarations as S
 from tdstore.stages import stage_modules
 from tdstore.store import Store
+from tdstore.student.checkpoint import RESUME_DIR
 from tdstore.tables import read_table
 
 _ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
@@ -64,6 +65,12 @@ def leftovers(store: Store) -> list[Path]:
     found = [
         p for p in found if not any(TMP_MARK in q.name for q in p.relative_to(store.path).parents)
     ]
+    # Saved training state of a killed (or running) `tdstore train`: the same command
+    # resumes from it; one entry per run, its temporaries included.
+    resume = store.object_dir("runs") / RESUME_DIR
+    if resume.exists():
+        states = [p for p in resume.iterdir() if TMP_MARK not in p.name]
+        found = [p for p in found if not any(s in p.parents for s in states)] + states
     soft = store.object_dir("soft_labels")
     if soft.exists():
         from tdstore.teacher.soft_labels import HEAD_SUFFIX, SUFFIX

@@ -42,11 +42,14 @@ class Progress:
         interval: float | None = None,
         enabled: bool = True,
         status: Callable[[], str] | None = None,
+        initial: float = 0.0,
     ):
         self.description = description
         self.total = total
         self.unit = unit
-        self.done = 0.0
+        # Work done before this process started (a resumed step): shown, not in the rate.
+        self.initial = initial
+        self.done = initial
         self.extra: dict[str, float] = {}
         self.status = status
         self.enabled = enabled and os.environ.get("TDSTORE_QUIET") != "1"
@@ -80,12 +83,14 @@ class Progress:
                 transient=False,
             )
             self._rich.start()
-            self._task = self._rich.add_task(self.description, total=self.total, rate="")
+            self._task = self._rich.add_task(
+                self.description, total=self.total, completed=self.done, rate=""
+            )
         return self
 
     def rate_text(self) -> str:
         elapsed = max(time.monotonic() - self._start, 1e-9)
-        parts = [f"{_human(self.done / elapsed)} {self.unit}/s".strip()]
+        parts = [f"{_human((self.done - self.initial) / elapsed)} {self.unit}/s".strip()]
         parts += [f"{_human(v / elapsed)} {k}/s" for k, v in self.extra.items()]
         return ", ".join(parts)
 
@@ -108,7 +113,8 @@ class Progress:
         elapsed = time.monotonic() - self._start
         if self.total:
             pct = 100.0 * self.done / self.total
-            eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+            new = self.done - self.initial
+            eta = elapsed / new * (self.total - self.done) if new else float("nan")
             eta_text = str(timedelta(seconds=int(eta))) if eta == eta else "?"
             head = f"{_human(self.done)}/{_human(self.total)} {self.unit} ({pct:.1f}%)"
         else:
@@ -123,5 +129,5 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._rich is not None:
             self._rich.stop()
-        elif self.enabled and self.done:
+        elif self.enabled and self.done > self.initial:
             self._log_line()

@@ -32,7 +32,9 @@ from crashkit import (
 )
 
 TEACH = ["--folds", "2", "--epochs", "4", "--seed", "1"]
+# The training state is saved after every epoch: a killed run resumes from its last one.
 TRAIN = ["--epochs", "3", "--batch-size", "64", "--seed", "2", "--patience", "0"]
+TRAIN += ["--checkpoint-every", "0"]
 
 
 # ----- what each step's result is ---------------------------------------------------------
@@ -210,6 +212,10 @@ def _trial(crash, name: str, **kill) -> Outcome:  # type: ignore[no-untyped-def]
 def test_kill_and_resume(crash, name, point):
     outcome = _trial(crash, name, kill_at=point)
     assert outcome.killed
+    if name == "train":  # killed after its first epoch: the re-run went on from there
+        assert "runs/.resume/kd" in outcome.leftovers_after_kill
+        doc = json.loads((crash["root"] / "work" / "trial-train/runs/kd/run.json").read_text())
+        assert doc["resumed"] == [{"phase": "fit", "epoch": 1}]
 
 
 def test_killed_ingest_leaves_no_store_content_and_check_cleans(crash, cli):

@@ -209,6 +209,52 @@ def test_same_seed_same_predictions_on_cpu(sim_store):
     assert [h["loss"] for h in other["history"]] != [h["loss"] for h in first["history"]]
 
 
+class _Killed(Exception):
+    """Stands in for SIGKILL (tests/test_crash.py kills real processes)."""
+
+
+@pytest.mark.parametrize(
+    ("kill_after", "resumed"),
+    [
+        (1, [{"phase": "fit", "epoch": 1}]),  # the main fit's first epoch (of 3)
+        # the refit's second epoch: the main fit is kept whole, the refit goes on
+        (5, [{"phase": "fitted", "epoch": 3}, {"phase": "refit", "epoch": 2}]),
+    ],
+)
+def test_killed_train_resumes_where_it_stopped(sim_store, monkeypatch, kill_after, resumed):
+    import tdstore.student.fit as fit_module
+    from tdstore.student.checkpoint import resume_dir
+
+    store, _ = sim_store
+    request = TrainRequest(labels="mmseqs", fit=replace(TINY, epochs=3), checkpoint_every_s=0)
+    whole = train(store, replace(request, name=f"whole-{kill_after}"), progress=False)
+    assert whole["resumed"] == [] and not resume_dir(store, f"whole-{kill_after}").exists()
+
+    report, epochs = fit_module._report, []
+
+    def dies(on_epoch, record):  # type: ignore[no-untyped-def]
+        report(on_epoch, record)
+        epochs.append(record["epoch"])
+        if len(epochs) == kill_after:
+            raise _Killed
+
+    name = f"broken-{kill_after}"
+    monkeypatch.setattr(fit_module, "_report", dies)
+    with pytest.raises(_Killed):
+        train(store, replace(request, name=name), progress=False)
+    monkeypatch.undo()
+    assert name not in runs.list_names(store) and resume_dir(store, name).exists()
+
+    doc = train(store, replace(request, name=name), progress=False)
+    assert doc["resumed"] == resumed
+    assert not resume_dir(store, name).exists()  # published: the state is gone
+    assert [h["loss"] for h in doc["history"]] == [h["loss"] for h in whole["history"]]
+    assert doc["calibration"] == whole["calibration"]
+    a, _ = runs.load_predictions(store, name)
+    b, _ = runs.load_predictions(store, f"whole-{kill_after}")
+    assert a.to_pylist() == b.to_pylist()
+
+
 def test_names_validated_and_finished_runs_not_overwritten(sim_store, cli):
     store, _ = sim_store
     result = cli("train", store.path, "--labels", "mmseqs", "--name", "../escape")
@@ -433,3 +479,5 @@ def test_reach_gate_only_lowers_scores_and_can_be_turned_off(sim_store, cli):
     assert result.exit_code == UsageError.exit_code and "--reach-gate" in result.stderr
     result = cli("train", store.path, "--labels", "mmseqs", "--species-reach-gate", "-1")
     assert result.exit_code == UsageError.exit_code and "--species-reach-gate" in result.stderr
+    result = cli("train", store.path, "--labels", "mmseqs", "--checkpoint-every", "-1")
+    assert result.exit_code == UsageError.exit_code and "--checkpoint-every" in result.stderr

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tdstore.student.checkpoint import TrainingState
 from tdstore.student.kd import SparseTeacher, flat_softmax_nll, joint_loss, soft_label_loss
 from tdstore.student.network import StudentNet
 from tdstore.taxonomy import RANKS
@@ -159,10 +160,14 @@ def fit_student(
     validation: Validation | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     start: tuple[StudentNet, nn.Linear | None] | None = None,
+    saved: TrainingState | None = None,
+    phase: str = "fit",
 ) -> FitResult:
     """Train a :class:`StudentNet` on rows ``x`` with label leaf ranges ``[lo, hi)``.
 
     ``start`` continues training a (model, joint head) pair instead of a fresh one.
+    ``saved`` keeps the loop's state under ``phase`` between epochs and, when it holds
+    one, continues from it: the result equals an uninterrupted run's (CPU, same threads).
 
     ``depth`` is each label's depth (0 = unclassified ... 7 = species), for the depth
     probe fitted on the final hidden layer after training.
@@ -223,6 +228,8 @@ def fit_student(
             embeddings.to(device) if embeddings is not None else None,
             validation,
             on_epoch,
+            saved,
+            phase,
         )
     finally:
         torch.use_deterministic_algorithms(previous_determinism)
@@ -273,6 +280,101 @@ def distilled_rows(teacher: SparseTeacher, depth: torch.Tensor, kd_rows: str) ->
     return SparseTeacher(teacher.index, teacher.prob, teacher.rest, present)
 
 
+@dataclass
+class _Bookkeeping:
+    """What the loop carries from one epoch to the next, besides the model and optimiser."""
+
+    epoch: int = 0  # epochs done
+    best_loss: float = math.inf
+    best_state: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+    waited: int = 0
+    anneal_until: int = 0
+
+
+def _scheduler_state(scheduler: Any) -> dict[str, Any] | None:
+    if scheduler is None:
+        return None
+    if isinstance(scheduler, _FinalAnneal):
+        return {
+            "kind": "anneal",
+            "start": scheduler.start,
+            "steps": scheduler.steps,
+            "eta_min": scheduler.eta_min,
+            "done": scheduler.done,
+        }
+    return {"kind": "torch", "state": scheduler.state_dict()}
+
+
+def _loop_state(
+    model: StudentNet,
+    head: nn.Linear | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    when: str,
+    generator: torch.Generator,
+    book: _Bookkeeping,
+    result: FitResult,
+) -> dict[str, Any]:
+    """Everything the next epoch depends on, as tensors, numbers and containers."""
+    device = next(model.parameters()).device
+    return {
+        "epoch": book.epoch,
+        "model": model.state_dict(),
+        "head": head.state_dict() if head is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": _scheduler_state(scheduler),
+        "when": when,
+        "generator": generator.get_state(),
+        # Dropout draws from the default generator of the model's device.
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "best_loss": book.best_loss,
+        "best_state": book.best_state,
+        "waited": book.waited,
+        "anneal_until": book.anneal_until,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "annealed_after": result.annealed_after,
+    }
+
+
+def _restore_loop_state(
+    state: dict[str, Any],
+    model: StudentNet,
+    head: nn.Linear | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    book: _Bookkeeping,
+    result: FitResult,
+) -> tuple[Any, str]:
+    """Put a saved state back; returns the (scheduler, when) to go on with."""
+    model.load_state_dict(state["model"])
+    if head is not None and state["head"] is not None:
+        head.load_state_dict(state["head"])
+    optimizer.load_state_dict(state["optimizer"])
+    saved_scheduler = state["scheduler"]
+    if saved_scheduler is not None and saved_scheduler["kind"] == "anneal":
+        scheduler = _FinalAnneal(optimizer, saved_scheduler["steps"], saved_scheduler["eta_min"])
+        scheduler.start, scheduler.done = saved_scheduler["start"], saved_scheduler["done"]
+    elif saved_scheduler is not None:
+        scheduler.load_state_dict(saved_scheduler["state"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["rng"])
+    device = next(model.parameters()).device
+    if state["cuda_rng"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    book.epoch, book.best_loss, book.best_state = (
+        state["epoch"],
+        state["best_loss"],
+        state["best_state"],
+    )
+    book.waited, book.anneal_until = state["waited"], state["anneal_until"]
+    result.history = list(state["history"])
+    result.best_epoch, result.annealed_after = state["best_epoch"], state["annealed_after"]
+    return scheduler, state["when"]
+
+
 def _loop(
     model: StudentNet,
     head: nn.Linear | None,
@@ -289,6 +391,8 @@ def _loop(
     embeddings: torch.Tensor | None,
     validation: Validation | None,
     on_epoch: Callable[[dict[str, float]], None] | None,
+    saved: TrainingState | None = None,
+    phase: str = "fit",
 ) -> FitResult:
     device = x.device
     if validation is not None:
@@ -296,11 +400,16 @@ def _loop(
             validation.x.to(device), validation.lo.to(device), validation.hi.to(device)
         )
     result = FitResult(model=model, head=head)
-    best_loss, best_state, waited = math.inf, None, 0
-    anneal_until = config.epochs
+    book = _Bookkeeping(anneal_until=config.epochs)
+    state = saved.load(phase) if saved is not None else None
+    if state is not None:
+        scheduler, when = _restore_loop_state(
+            state, model, head, optimizer, scheduler, generator, book, result
+        )
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     started = time.perf_counter()
-    for epoch in range(config.epochs):
+    # A state is saved only between epochs that are followed by another: never a finished loop.
+    for epoch in range(book.epoch, config.epochs):
         tick = time.perf_counter()
         model.train()
         batches = _batches(x.shape[0], config.batch_size, generator, device)
@@ -356,43 +465,54 @@ def _loop(
         }
         if validation is not None:
             record["val_loss"] = validation_loss(model, validation)
-            if record["val_loss"] < best_loss - config.min_delta:
-                best_loss, waited = record["val_loss"], 0
+            if record["val_loss"] < book.best_loss - config.min_delta:
+                book.best_loss, book.waited = record["val_loss"], 0
                 result.best_epoch = epoch + 1
-                best_state = (
+                book.best_state = (
                     copy.deepcopy(model.state_dict()),
                     copy.deepcopy(head.state_dict()) if head is not None else None,
                 )
             else:
-                waited += 1
+                book.waited += 1
         result.history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        if result.annealed_after is not None and epoch + 1 >= anneal_until:
+        book.epoch = epoch + 1
+        if result.annealed_after is not None and epoch + 1 >= book.anneal_until:
             result.stopped_early = epoch + 1 < config.epochs
+            _report(on_epoch, record)
             break
         if (
             result.annealed_after is None
             and validation is not None
             and config.patience is not None
-            and waited >= config.patience
+            and book.waited >= config.patience
             and epoch + 1 < config.epochs
         ):
             result.annealed_after = epoch + 1
             anneal_epochs = min(config.patience, config.epochs - epoch - 1)
-            anneal_until = epoch + 1 + anneal_epochs
+            book.anneal_until = epoch + 1 + anneal_epochs
             steps = math.ceil(len(batches) / config.grad_accumulation) * anneal_epochs
             scheduler, when = _FinalAnneal(optimizer, steps, config.eta_min), "step"
-    if best_state is not None:
-        model.load_state_dict(best_state[0])
-        if head is not None and best_state[1] is not None:
-            head.load_state_dict(best_state[1])
+        if saved is not None and epoch + 1 < config.epochs and saved.due():
+            saved.save(
+                phase,
+                _loop_state(model, head, optimizer, scheduler, when, generator, book, result),
+            )
+        _report(on_epoch, record)
+    if book.best_state is not None:
+        model.load_state_dict(book.best_state[0])
+        if head is not None and book.best_state[1] is not None:
+            head.load_state_dict(book.best_state[1])
     else:
         result.best_epoch = len(result.history)
     model.eval()
     fit_depth_probe(model, x, depth, seed=config.seed)
     result.train_seconds = time.perf_counter() - started
     return result
+
+
+def _report(on_epoch: Callable[[dict[str, float]], None] | None, record: dict[str, float]) -> None:
+    if on_epoch is not None:
+        on_epoch(record)
 
 
 def fit_depth_probe(

@@ -26,6 +26,8 @@ from tdstore.schemas import declarations as S
 from tdstore.store import Store, validate_name
 from tdstore.student import runs
 from tdstore.student.calibrate import KNOWN_REACH, SPECIES_REACH
+from tdstore.student.checkpoint import EVERY_S, resume_dir
+from tdstore.student.checkpoint import clear as clear_saved_state
 from tdstore.student.fit import KD_ROWS, SCHEDULES, FitConfig
 
 MODES = ("plain", "soft", "joint")
@@ -46,6 +48,9 @@ class TrainRequest:
     reach_gate: float = KNOWN_REACH
     species_reach_gate: float = SPECIES_REACH
     fit: FitConfig = field(default_factory=FitConfig)
+    # Save the training state at most this often (seconds; 0 = after every epoch), so a
+    # killed run resumes; it does not change the result.
+    checkpoint_every_s: float = EVERY_S
 
     @property
     def mode(self) -> str:
@@ -96,6 +101,8 @@ def _check(request: TrainRequest) -> None:
         raise UsageError("--calibration-fraction must be in [0, 0.9)")
     if request.refit_epochs < 0:
         raise UsageError("--refit-epochs must be >= 0")
+    if request.checkpoint_every_s < 0:
+        raise UsageError("--checkpoint-every must be >= 0 seconds")
     for option, divisor in (
         ("--reach-gate", request.reach_gate),
         ("--species-reach-gate", request.species_reach_gate),
@@ -169,6 +176,8 @@ def train(
         with atomic_path(target) as tmp:
             tmp.mkdir(parents=True)
             doc = _train_into(store, request, name, tmp, progress=progress, argv=argv)
+        # Published: the saved training state has done its job.
+        clear_saved_state(resume_dir(store, name))
     return doc
 
 
@@ -185,6 +194,7 @@ def _train_into(
     from safetensors.torch import save_file
 
     from tdstore.progress import Progress
+    from tdstore.student.checkpoint import TrainingState, training_key
     from tdstore.student.data import load_training_inputs
     from tdstore.student.fit import Validation, fit_student
     from tdstore.student.predict import (
@@ -244,6 +254,14 @@ def _train_into(
             tensor(inputs.x, held_rows), tensor(lo, held_rows), tensor(hi, held_rows)
         )
 
+    teacher = inputs.teacher
+    key = training_key(
+        {"tdstore": __version__, "refhash": store.refhash, **doc["config"]},
+        [inputs.rows, inputs.x, lo, hi, depth, held, inputs.embeddings]
+        + ([teacher.index, teacher.prob, teacher.rest, teacher.present] if teacher else []),
+    )
+    saved = TrainingState.open(store, name, key, every_s=request.checkpoint_every_s)
+
     def fit_rows(rows: np.ndarray, config: FitConfig, **options: Any) -> Any:
         """fit_student on ``rows``: their features, labels, depths, teacher and embeddings."""
         return fit_student(
@@ -258,17 +276,34 @@ def _train_into(
             **options,
         )
 
-    bar = Progress(f"train {name}", total=fit.epochs, unit="epochs", enabled=progress)
-    last: dict[str, float] = {}
-    bar.status = lambda: ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
+    fitted = saved.load("fitted")
+    if fitted is None:
+        done = saved.epochs_done("fit")
+        bar = Progress(
+            f"train {name}" + _resumed_text(done),
+            total=fit.epochs,
+            unit="epochs",
+            enabled=progress,
+            initial=done,
+        )
+        last: dict[str, float] = {}
+        bar.status = lambda: ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
 
-    def on_epoch(record: dict[str, float]) -> None:
-        last.clear()
-        last.update({k: record[k] for k in ("loss", "val_loss", "samples_per_s") if k in record})
-        bar.advance(1)
+        def on_epoch(record: dict[str, float]) -> None:
+            last.clear()
+            last.update(
+                {k: record[k] for k in ("loss", "val_loss", "samples_per_s") if k in record}
+            )
+            bar.advance(1)
 
-    with bar:
-        result = fit_rows(train_rows, fit, validation=validation, on_epoch=on_epoch)
+        with bar:
+            result = fit_rows(
+                train_rows, fit, validation=validation, on_epoch=on_epoch, saved=saved
+            )
+        # The main fit is the long part: keep it whatever happens next.
+        saved.save("fitted", _fitted_state(result))
+    else:
+        result = _fitted_result(fitted, inputs, fit)
     trained_s = time.perf_counter() - started - loaded_s
 
     calibration = _calibrate(result.model, inputs, held_rows, request)
@@ -278,12 +313,21 @@ def _train_into(
         # Every row of the label set: the held-out ones join the training rows.
         every = np.arange(inputs.labels.shape[0])
         refit = replace(fit, epochs=request.refit_epochs, lr=fit.lr * REFIT_LR_SCALE, patience=None)
-        with Progress(f"refit {name}", total=refit.epochs, unit="epochs", enabled=progress) as bar:
+        done = saved.epochs_done("refit")
+        with Progress(
+            f"refit {name}" + _resumed_text(done),
+            total=refit.epochs,
+            unit="epochs",
+            enabled=progress,
+            initial=done,
+        ) as refit_bar:
             again = fit_rows(
                 every,
                 refit,
-                on_epoch=lambda _record: bar.advance(1),
+                on_epoch=lambda _record: refit_bar.advance(1),
                 start=(result.model, result.head),
+                saved=saved,
+                phase="refit",
             )
         result.model, result.head = again.model, again.head
         refit_history = again.history
@@ -314,6 +358,8 @@ def _train_into(
         stopped_early=result.stopped_early,
         annealed_after=result.annealed_after,
         calibration=calibration.to_dict(),
+        # Phases continued from a state a killed run saved: [{"phase", "epoch"}].
+        resumed=saved.resumed,
     )
     loaded = LoadedRun(name, doc, result.model, hierarchy, calibration, inputs.normalisation)
     table = store_prediction_table(store, loaded, device=fit.device, progress=progress)
@@ -338,6 +384,50 @@ def _train_into(
     )
     write_json_atomic(folder / runs.RUN_FILE, S.RUN.stamp(doc))
     return S.RUN.stamp(doc)
+
+
+def _resumed_text(epochs_done: int) -> str:
+    return f" (resumed after epoch {epochs_done})" if epochs_done else ""
+
+
+def _fitted_state(result: Any) -> dict[str, Any]:
+    """The main fit's outcome: what calibration and the refit start from."""
+    return {
+        "epoch": len(result.history),
+        "model": result.model.state_dict(),
+        "head": result.head.state_dict() if result.head is not None else None,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "annealed_after": result.annealed_after,
+    }
+
+
+def _fitted_result(state: dict[str, Any], inputs: Any, fit: FitConfig) -> Any:
+    """A FitResult rebuilt from :func:`_fitted_state` (the main fit of a killed run)."""
+    from torch import nn
+
+    from tdstore.student.fit import FitResult
+    from tdstore.student.network import StudentNet
+
+    n_leaves = inputs.hierarchy.n_leaves
+    model = StudentNet(
+        inputs.x.shape[1], n_leaves, hidden=fit.hidden, n_layers=fit.layers, dropout=fit.dropout
+    )
+    model.load_state_dict(state["model"])
+    head = None
+    if state["head"] is not None:
+        head = nn.Linear(inputs.embeddings.shape[1], n_leaves, bias=False)
+        head.load_state_dict(state["head"])
+        head = head.to(fit.device)
+    return FitResult(
+        model=model.to(fit.device).eval(),
+        head=head,
+        history=list(state["history"]),
+        best_epoch=state["best_epoch"],
+        stopped_early=state["stopped_early"],
+        annealed_after=state["annealed_after"],
+    )
 
 
 def _gpu_usage(device: str) -> dict[str, Any]:

@@ -35,11 +35,18 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def validate_name(name: str, what: str) -> str:
-    """Names become file names inside the store: no separators, no dot-dot, no hidden files."""
+    """Names become file names inside the store: no separators, no dot-dot, no hidden files.
+
+    ``.tmp-`` is reserved: it marks a writer's temporaries, which ``check --clean`` deletes.
+    """
     if not _NAME.match(name) or ".." in name:
         raise UsageError(
             f"invalid {what} name {name!r}: use letters, digits, '.', '_' and '-' "
             "(starting with a letter or digit, at most 128 characters)"
+        )
+    if TMP_MARK in name:
+        raise UsageError(
+            f"invalid {what} name {name!r}: {TMP_MARK!r} marks temporary files in a store"
         )
     return name
 

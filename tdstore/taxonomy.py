@@ -30,12 +30,16 @@ _IGNORED_LETTERS = {"k", "-", "t", "x", "n"}
 _PREFIXED = re.compile(r"^([A-Za-z-])_{1,2}(.*)$")
 
 
-def parse_lineage(text: str, *, where: str) -> tuple[str, ...]:
+def parse_lineage(text: str, *, where: str, fill_gaps: bool = False) -> tuple[str, ...]:
     """Turn a ``;``-separated lineage into normalised names, domain first.
 
     Accepts ``d_X`` (MMseqs2), ``d__X`` (GTDB) and bare names (placed by position).
     An empty text or ``unclassified`` is the empty lineage. A gap (``d__A;;c__B``
-    or ``d__A;c__B``) is an error naming ``where``.
+    or ``d__A;c__B``) is an error naming ``where``, unless ``fill_gaps``: NCBI lineages
+    (MMseqs2's) lack ranks in places (candidate phyla without a class, say), and a
+    missing rank between two named ones then gets the placeholder the CAMI importer
+    gives it too, ``c__Foo (no class)`` after the nearest named ancestor (``d__A;c__B``
+    becomes ``d__A;p__A (no phylum);c__B``). An empty element stays an error.
     """
     text = text.strip()
     if not text or text.lower() in {"unclassified", "root", "na", "n/a"}:
@@ -67,6 +71,12 @@ def parse_lineage(text: str, *, where: str) -> tuple[str, ...]:
             )
         if position >= len(RANKS):
             raise BadInputError(f"{where}: lineage {text!r} has more than {len(RANKS)} ranks")
+        if fill_gaps and letter is not None and position > len(names):
+            named = names[-1].split("__", 1)[1] if names else ""
+            names += [
+                f"{RANK_LETTERS[gap]}__{named} (no {RANKS[gap]})".replace("__ ", "__")
+                for gap in range(len(names), position)
+            ]
         if position != len(names):
             expected = RANKS[len(names)]
             raise BadInputError(

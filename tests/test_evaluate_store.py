@@ -202,6 +202,21 @@ def test_metrics_stored_and_merged(store):
     assert not list(store.path.rglob("*.tmp-*"))
 
 
+def test_run_listing_shows_the_latest_evaluation_only(store):
+    from tdstore.student.runs import headline_metrics, load_metrics
+
+    evaluate(store, gold="truth", runs=["kd"])
+    assert headline_metrics(load_metrics(store, "kd"))["f1_species"] == pytest.approx(
+        4 / 7, abs=1e-4
+    )
+    evaluate(store, gold="noisy", runs=["kd"])
+    # Against 'noisy' (no novel column): its own F1, and no known/novel figures of 'truth'.
+    latest = headline_metrics(load_metrics(store, "kd"))
+    noisy = _row(evaluate(store, gold="noisy", runs=["kd"], save=False), "kd", "all", "species")
+    assert latest["gold"] == "noisy" and latest["f1_species"] == round(noisy["f1"], 4)
+    assert "known_species_f1" not in latest and "novel_species_wrong" not in latest
+
+
 def test_plots_written_with_their_numbers(store, tmp_path):
     report = run_evaluation(
         store, gold="truth", runs=["kd"], label_sets=["noisy"], plots=tmp_path / "plots"

@@ -216,7 +216,7 @@ def test_mmseqs2_single_and_double_underscore_agree(tmp_path):
         ("a\tx\tgenus\tX\td_B\n", ":1: taxid (column 2) must be a number"),
         ("contigs\tpredictions\na\td__B\n", ":1: this is a Taxometer TSV"),
         ("a\t110\tgenus\tX\t2;1224;1236\n", "--tax-lineage 1"),
-        ("a\t110\tgenus\tX\td_B;c_C\n", ":1: skipped rank in lineage 'd_B;c_C'"),
+        ("a\t110\tgenus\tX\td_B;;c_C\n", ":1: skipped rank in lineage 'd_B;;c_C'"),
         (
             "a\t0\tno rank\tunclassified\t\n\nb\t1\tno rank\tx\t\na\t0\tno rank\tu\t\n",
             ":4: contig 'a'",
@@ -229,6 +229,29 @@ def test_mmseqs2_bad(tmp_path, text, message):
     with pytest.raises(BadInputError, match="bad_lca.tsv") as info:
         list(read_labels(path, "mmseqs2"))
     assert message in str(info.value)
+
+
+def test_mmseqs2_ncbi_lineage_gaps_filled_as_the_cami_importer_does(tmp_path):
+    """NCBI lineages lack ranks (a candidate phylum without class, order, family)."""
+    lineage = (
+        "-_cellular organisms;d_Bacteria;-_Candidatus Saccharibacteria group;"
+        "p_Candidatus Saccharibacteria;g_Candidatus Saccharimonas"
+    )
+    path = write(tmp_path / "lca.tsv", f"c1\t1234\tgenus\tCandidatus Saccharimonas\t{lineage}\n")
+    (record,) = list(read_labels(path, "mmseqs2"))
+    phylum = "Candidatus Saccharibacteria"
+    assert record.lineage == (
+        "d__Bacteria",
+        f"p__{phylum}",
+        f"c__{phylum} (no class)",
+        f"o__{phylum} (no order)",
+        f"f__{phylum} (no family)",
+        "g__Candidatus Saccharimonas",
+    )
+    # Taxometer TSVs (GTDB names) have every rank: a gap there is still an error.
+    path = write(tmp_path / "t.tsv", "contigs\tpredictions\nc1\td__B;c__C\n")
+    with pytest.raises(BadInputError, match="skipped rank"):
+        list(read_labels(path, "taxometer"))
 
 
 # ----- CAMI gold standard + NCBI taxdump -----------------------------------------------

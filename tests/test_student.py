@@ -260,6 +260,10 @@ def test_names_validated_and_finished_runs_not_overwritten(sim_store, cli):
     result = cli("train", store.path, "--labels", "mmseqs", "--name", "../escape")
     assert result.exit_code == UsageError.exit_code
     assert "invalid run name" in result.stderr
+    # '' is not "no name" (the default), and '.tmp-' would look like a killed writer's leftover.
+    for bad in ("", "a.tmp-b"):
+        result = cli("train", store.path, "--labels", "mmseqs", "--name", bad)
+        assert result.exit_code == UsageError.exit_code and "invalid run name" in result.stderr
     result = cli("train", store.path, "--labels", "mmseqs", "--name", "plain")
     assert result.exit_code == ConflictError.exit_code and "--overwrite" in result.stderr
     result = cli("export", store.path, "nosuchrun", "--format", "taxometer", "--output", "x.tsv")

@@ -73,16 +73,19 @@ def read_lines(path: Path, on_bytes: OnBytes | None = None) -> Iterator[tuple[in
 class _LineageCache:
     """Label files repeat a few thousand lineages over millions of rows: parse each text once."""
 
-    def __init__(self, check: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self, check: Callable[[str, str], None] | None = None, *, fill_gaps: bool = False
+    ) -> None:
         self._seen: dict[str, tuple[str, ...]] = {}
         self._check = check
+        self._fill_gaps = fill_gaps
 
     def __call__(self, text: str, where: str) -> tuple[str, ...]:
         lineage = self._seen.get(text)
         if lineage is None:
             if self._check is not None:
                 self._check(text, where)
-            lineage = self._seen[text] = parse_lineage(text, where=where)
+            lineage = self._seen[text] = parse_lineage(text, where=where, fill_gaps=self._fill_gaps)
         return lineage
 
 
@@ -158,9 +161,13 @@ def parse_taxometer(path: Path | str, on_bytes: OnBytes | None = None) -> Iterat
 
 
 def parse_mmseqs2(path: Path | str, on_bytes: OnBytes | None = None) -> Iterator[LabelRecord]:
-    """MMseqs2 ``taxonomy --tax-lineage 1`` output: no header, the lineage is the last column."""
+    """MMseqs2 ``taxonomy --tax-lineage 1`` output: no header, the lineage is the last column.
+
+    With an NCBI database the lineages lack ranks in places; those gaps are filled
+    (:func:`parse_lineage` ``fill_gaps``) as the CAMI importer fills them.
+    """
     path = Path(path)
-    lineage_of = _LineageCache(check=_not_taxids)
+    lineage_of = _LineageCache(check=_not_taxids, fill_gaps=True)
     for number, text in read_lines(path, on_bytes):
         if not text.strip():
             continue

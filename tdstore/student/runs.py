@@ -85,16 +85,22 @@ def load_metrics(store: Store, name: str) -> pa.Table | None:
 
 
 def headline_metrics(table: pa.Table | None) -> dict[str, Any]:
-    """Per-rank F1 over all contigs (and species F1 of known/novel groups) for listings."""
+    """Per-rank F1 over all contigs (and species F1 of known/novel groups) for listings.
+
+    A run evaluated against several gold sets (or thresholds) has rows for each; the
+    listing shows the latest evaluation only (``save_metrics`` appends it last), so no
+    figure is shown next to another gold set's name.
+    """
     if table is None or table.num_rows == 0:
         return {}
-    out: dict[str, Any] = {}
     rows = table.to_pylist()
+    latest = (rows[-1]["gold"], rows[-1]["threshold"])
+    out: dict[str, Any] = {"gold": latest[0], "threshold": round(latest[1], 3)}
     for row in rows:
+        if (row["gold"], row["threshold"]) != latest:
+            continue
         if row["group"] == "all":
             out[f"f1_{row['rank']}"] = round(row["f1"], 4)
-            out.setdefault("gold", row["gold"])
-            out.setdefault("threshold", round(row["threshold"], 3))
         elif row["group"] in ("known", "novel") and row["rank"] == "species":
             out[f"{row['group']}_species_f1"] = round(row["f1"], 4)
             out[f"{row['group']}_species_wrong"] = row["wrong"]

@@ -59,7 +59,7 @@ class TrainRequest:
         return "soft" if self.soft_labels else "joint" if self.teacher_joint else "plain"
 
     def run_name(self) -> str:
-        if self.name:
+        if self.name is not None:
             return validate_name(self.name, "run")
         teacher = self.soft_labels or self.teacher_joint
         parts = [self.mode, self.labels] + ([teacher] if teacher else [])

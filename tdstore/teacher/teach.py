@@ -542,7 +542,9 @@ def teach(
     from tdstore.teacher.embed_store import load_embeddings
     from tdstore.teacher.heads import save_head
 
-    name = validate_name(name or default_name(embeddings, labels), "soft label")
+    name = validate_name(
+        name if name is not None else default_name(embeddings, labels), "soft label"
+    )
     config = TeachConfig(
         head=head,
         folds=folds,

@@ -63,7 +63,9 @@ def run(
             help="Worker i of N, e.g. 0/4 (default: SLURM_ARRAY_TASK_ID or RANK, else 0/1).",
         ),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cuda, cpu or auto.")] = "auto",
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (mps on an Apple GPU).")
+    ] = "auto",
     batch_tokens: Annotated[
         int | None,
         typer.Option(

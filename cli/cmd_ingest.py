@@ -46,6 +46,7 @@ def ingest(
     ] = False,
 ) -> None:
     """Ingest contigs: lengths, GC, sequences, TNF and abundances, published atomically."""
+    from tdstore.info import samples_line
     from tdstore.ingest.core import ingest as run_ingest
 
     path = Path(store)
@@ -61,8 +62,7 @@ def ingest(
         f"ingested {summary['contigs']:,} contigs ({summary['bases'] / 1e6:,.1f} Mbp) into {path}; "
         f"{summary['filtered']:,} shorter than {summary['min_length']} bp recorded as filtered"
     )
-    samples = summary["samples"]
-    typer.echo(f"samples: {len(samples)}{': ' + ', '.join(samples[:8]) if samples else ''}")
+    typer.echo(f"samples: {samples_line(summary['samples'], summary['contig_samples'])}")
     rows = summary["abundance_rows"]
     if rows["rows_unknown_contig"] or rows["rows_filtered_contig"]:
         typer.echo(

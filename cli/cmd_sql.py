@@ -58,13 +58,19 @@ def sql(
     # One more row than shown tells the table view whether rows were left out.
     fetch = cap + 1 if chosen == "table" and cap is not None else cap
     tsql.check_read_only(query)  # before connecting: a refused query builds no cache
-    con = tsql.connect(tdstore.open(store), calls=tsql.calls_mode(query))
+    opened = tdstore.open(store)
+    if output is not None:
+        from tdstore.outputs import check_output_file
+
+        # Before the query runs (it may take a while); a path inside the store is refused.
+        check_output_file(output, option="--output", store=opened)
+    con = tsql.connect(opened, calls=tsql.calls_mode(query))
     try:
         table = tsql.execute(con, query, limit=fetch)
     finally:
         con.close()
     if output is not None:
-        tsql.write_output(table, chosen, output)
+        tsql.write_output(table, chosen, output, store=opened)
         typer.echo(f"wrote {table.num_rows:,} rows to {output}", err=True)
     elif chosen == "table":
         _print_table(table, cap)

@@ -31,7 +31,7 @@ def info(
 ) -> None:
     """Counts, samples, size on disk, label sets, embeddings, soft labels, subsets and runs."""
     import tdstore
-    from tdstore.info import store_info
+    from tdstore.info import samples_line, store_info
 
     summary = store_info(tdstore.open(store))
     if as_json:
@@ -45,7 +45,7 @@ def info(
         f"contigs    {summary['contigs']:,} kept, {summary['filtered']:,} below {summary['min_length']} bp,"
         f" {summary['bases'] / 1e6:,.1f} Mbp kept"
     )
-    typer.echo(f"samples    {len(summary['samples'])}: {', '.join(summary['samples'][:8])}")
+    typer.echo(f"samples    {samples_line(summary['samples'], summary['contig_samples'])}")
     typer.echo(f"size       {summary['size_bytes'] / 2**20:,.1f} MiB")
     typer.echo(f"refhash    {summary['refhash'][:16]}")
     for kind in ("label_sets", "embeddings", "soft_labels", "subsets", "runs"):

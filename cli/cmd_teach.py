@@ -42,7 +42,9 @@ def teach(
         typer.Option("--epochs", help="Maximum epochs per head (early stopping on 10% of rows)."),
     ] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed for folds, init and shuffling.")] = 0,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda or cuda:N (mps on an Apple GPU).")
+    ] = "cpu",
     label_posterior: Annotated[
         bool,
         typer.Option(
@@ -57,9 +59,11 @@ def teach(
 ) -> None:
     """Train the teacher head on noisy labels and store cross-fitted soft labels + the head."""
     import tdstore
+    from tdstore.devices import check_device
     from tdstore.teacher.soft_labels import head_path, load_metadata
     from tdstore.teacher.teach import teach as run_teach
 
+    check_device(device)  # before the config line: a bad option is the only line printed
     handle = tdstore.open(store)
     config = {
         "embeddings": embeddings,

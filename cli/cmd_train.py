@@ -11,6 +11,7 @@ import typer
 
 StorePath = Annotated[Path, typer.Argument(help="Store directory, e.g. gut.tdstore")]
 RunName = Annotated[str, typer.Argument(help="Run name (see `tdstore runs STORE`).")]
+DEVICE_HELP = "cpu, cuda or cuda:N (mps on an Apple GPU)."
 
 
 def register(app: typer.Typer) -> None:
@@ -82,7 +83,7 @@ def train(
     name: Annotated[
         str | None, typer.Option("--name", help="Run name (default: mode-labels[-teacher]).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
     calibration_fraction: Annotated[
         float,
         typer.Option(
@@ -168,6 +169,13 @@ def train(
     doc = train_run(tdstore.open(store), request, overwrite=overwrite, argv=sys.argv[1:])
     timings = doc["timings"]
     last = doc["history"][-1]
+    if not doc["counts"]["heldout_rows"]:
+        typer.echo(
+            "note: no labels were held out (too few classified rows, or "
+            "--calibration-fraction 0): scores are the network's raw probabilities, "
+            "not calibrated",
+            err=True,
+        )
     for resumed in doc.get("resumed", []):
         typer.echo(f"resumed the {resumed['phase']} phase after epoch {resumed['epoch']}")
     typer.echo(
@@ -204,11 +212,25 @@ def predict(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", help="Output for new contigs: .parquet, or .tsv (Taxometer)."),
+        typer.Option(
+            "--output",
+            help="Output for new contigs: .parquet (every score), or .tsv / .txt (Taxometer).",
+        ),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            help="TSV output: keep lineage nodes whose calibrated score is above this "
+            "(as `tdstore export`; 0.5 is Taxometer's rule).",
+        ),
+    ] = 0.8,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
 ) -> None:
-    """Recompute a run's predictions for the store, or predict new contigs with it."""
+    """Recompute a run's predictions for the store, or predict new contigs with it.
+
+    New contigs shorter than the store's ingest --min-length keep a row without a call.
+    """
     import tdstore
     from tdstore.errors import UsageError
     from tdstore.student.predict import predict_new, predict_store
@@ -222,8 +244,20 @@ def predict(
         return
     if output is None:
         raise UsageError("--fasta needs --output FILE (.parquet or .tsv)")
-    path = predict_new(opened, run, fasta, abundance, output, device=device)
-    typer.echo(f"predictions for the contigs of {fasta} -> {path}")
+    done = predict_new(opened, run, fasta, abundance, output, device=device, threshold=threshold)
+    typer.echo(
+        f"predictions for the {done.contigs:,} contigs of {fasta}, {done.called:,} with a call "
+        f"above {threshold} -> {done.path}"
+    )
+    typer.echo(f"{done.short:,} shorter than {done.min_length} bp: no call")
+    if done.no_tetramer:
+        typer.echo(f"{done.no_tetramer:,} without a tetramer of A/C/G/T bases: no call")
+    if done.without_teacher_signal:
+        typer.echo(
+            f"note: run {run} calibrates store contigs with its teacher's soft labels; new "
+            "contigs have none, so their scores use the calibration fitted without them",
+            err=True,
+        )
 
 
 def export(

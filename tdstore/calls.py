@@ -3,7 +3,8 @@
 Every per-contig table is keyed by the dense ``row``, so comparing two label sets, a label
 set and the teacher, or two runs needs no generic join: ``calls`` holds the contig columns
 (row, contig_id, sample, length, gc, n_count) and, for each source, flat columns named
-``<kind>_<name>_<field>`` ('-' and '.' of a name become '_')::
+``<kind>_<name>_<field>`` ('-' and '.' of a name become '_', :func:`column_key`; two names
+of one kind that would give the same columns are refused, :func:`refuse_key_clash`)::
 
     label_<set>_...   taxon_id, domain ... species, depth, lineage_code, novel
     soft_<set>_...    taxon_id, domain ... species, depth, lineage_code, confidence,
@@ -122,19 +123,69 @@ def sources(store: Store) -> list[Source]:
     return _with_keys(found)
 
 
+def column_key(name: str) -> str:
+    """A name as it appears in ``calls`` column names: '-' and '.' become '_' (kd-a03 -> kd_a03)."""
+    return re.sub(r"[-.]", "_", name)
+
+
 def _with_keys(found: list[Source]) -> list[Source]:
-    """Column names without quoting: '-' and '.' in a name become '_' (kd-a03 -> kd_a03),
-    unless two names of one kind would then collide (those keep their own spelling)."""
-    plain = {(s.kind, s.name): re.sub(r"[-.]", "_", s.name) for s in found}
-    taken: dict[tuple[str, str], int] = {}
-    for (kind, _), key in plain.items():
-        taken[kind, key] = taken.get((kind, key), 0) + 1
-    return [
-        Source(s.kind, s.name, s.path, plain[s.kind, s.name])
-        if taken[s.kind, plain[s.kind, s.name]] == 1
-        else Source(s.kind, s.name, s.path, s.name)
-        for s in found
-    ]
+    """Every source's columns under its :func:`column_key`, so they never change when other
+    sources come or go.
+
+    Imports refuse a name whose key another object of its kind has (:func:`refuse_key_clash`);
+    a store that holds such a pair anyway (copied in by hand, or from before that check) keeps
+    the key for the name spelt that way (else the first name in sort order), and the others
+    keep their own spelling, which holds a '-' or '.' and so is nobody's key.
+    """
+    owner: dict[tuple[str, str], str] = {}
+    for s in sorted(found, key=lambda s: (column_key(s.name) != s.name, s.name)):
+        owner.setdefault((s.kind, column_key(s.name)), s.name)
+    keyed = []
+    for s in found:
+        key = column_key(s.name)
+        keyed.append(
+            Source(s.kind, s.name, s.path, key if owner[s.kind, key] == s.name else s.name)
+        )
+    return keyed
+
+
+# What each kind of source is called in messages.
+_KIND_NAMES = {"label": "label set", "soft": "soft-label set", "pred": "run"}
+
+
+def existing_names(store: Store, kind: str) -> list[str]:
+    """Names of the store's objects whose columns ``calls`` carries (or will) under ``kind``."""
+    if kind == "label":
+        return store.list_objects("labels", ".parquet")
+    if kind == "soft":
+        return store.list_objects("soft_labels", ".parquet")
+    if kind == "pred":  # every run directory: a run's predictions may come later
+        runs = store.object_dir("runs")
+        if not runs.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in runs.iterdir()
+            if p.is_dir() and TMP_MARK not in p.name and not p.name.startswith(".")
+        )
+    raise ValueError(kind)
+
+
+def refuse_key_clash(store: Store, kind: str, name: str) -> None:
+    """Refuse a new ``name`` whose ``calls`` columns would be named like another object's.
+
+    ``a.b-c`` and ``a_b.c`` would both be ``label_a_b_c_*``; the second is refused (one
+    ConflictError naming both) so that queries and saved subsets keep meaning what they did.
+    Re-using the same name (an overwrite) is not a clash.
+    """
+    key = column_key(name)
+    for other in existing_names(store, kind):
+        if other != name and column_key(other) == key:
+            what = _KIND_NAMES[kind]
+            raise ConflictError(
+                f"{what} {name!r}: its calls columns ({kind}_{key}_...) would be those of "
+                f"{what} {other!r} ('-' and '.' read as '_'); choose another name"
+            )
 
 
 def column_names(found: list[Source]) -> list[str]:

@@ -496,6 +496,10 @@ def run_evaluation(
         store = Store(Path(store))
     if not 0.0 <= threshold < 1.0:
         raise UsageError(f"--threshold must be in [0, 1), got {threshold}")
+    if plots is not None:
+        from tdstore.outputs import check_output_dir
+
+        plots = check_output_dir(plots, option="--plots", store=store)
     evaluation = load_evaluation(store, gold=gold, runs=runs, label_sets=label_sets)
     tables = [
         (source, evaluation.metrics_table(threshold, [source])) for source in evaluation.sources

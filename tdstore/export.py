@@ -7,6 +7,9 @@ a contig with no call keeps its line with two empty fields::
 
     export_run(store, "kd-a05", "taxometer", "result_taxometer.tsv", threshold=0.5)
     export_run(store, "kd-a05", "cami", "kd-a05.binning")
+
+The CAMI file's TAXID is the store's integer taxon id: a store keeps no NCBI taxids (a
+CAMI gold standard's are turned into names at import), see :func:`cami_lines`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pyarrow as pa
 
 from tdstore.atomic import atomic_path
 from tdstore.errors import UsageError
+from tdstore.outputs import check_output_file
 from tdstore.store import Store
 from tdstore.taxonomy import RANKS, Taxonomy
 
@@ -29,6 +33,12 @@ FORMATS = ("taxometer", "cami")
 # Calibrated scores above 0.8 stop novel species at genus (benchmarks/RESULTS.md, Student);
 # Taxometer's own rule is 0.5 on raw scores (--threshold 0.5 --raw).
 DEFAULT_THRESHOLD = 0.8
+
+
+def check_threshold(threshold: float) -> None:
+    """``--threshold`` of export and predict: a score, and one that some call can pass."""
+    if not 0.0 <= threshold < 1.0:
+        raise UsageError(f"--threshold must be in [0, 1), not {threshold}")
 
 
 def taxometer_score(value: float) -> str:
@@ -77,29 +87,29 @@ def cami_lines(
     default_sample: str = "tdstore",
     raw: bool = False,
 ) -> list[str]:
-    """CAMI taxonomic binning: one section per sample; TAXID is the tdstore taxon name.
+    """CAMI (bioboxes) taxonomic binning: one section per sample, each from ``@Version``.
 
-    There are no NCBI taxids in a tdstore store, so TAXID holds the GTDB-style name of
-    the deepest called node (``s__Escherichia coli``); ``_RANK`` and ``_LINEAGE`` are
-    extra columns (bioboxes allows ``_``-prefixed ones). Contigs with no call at the
-    threshold are left out (unassigned), as CAMI tools expect.
+    TAXID is the store's integer taxon id of the deepest called node. CAMI tools (AMBER,
+    OPAL) read TAXID as an NCBI taxid, but a store keeps none: labels imported with
+    ``--format cami --taxdump`` are turned into GTDB-style names at import (with
+    placeholders such as ``c__Foo (no class)`` that no taxid names). So compare this file
+    with a gold standard of the same store, or map the ids through ``taxonomy.parquet``
+    (``taxon_id`` -> ``name``). A name never goes in TAXID: names hold spaces. ``_RANK``
+    and ``_LINEAGE`` (the called names, domain first) are extra columns, which bioboxes
+    allows when ``_``-prefixed. Contigs with no call at the threshold are left out: CAMI
+    reads a contig that is absent as unassigned.
     """
     by_sample: dict[str, list[str]] = {}
     for contig, taxa, _ in called_lineages(table, threshold=threshold, raw=raw):
         if not taxa:
             continue
         sample = samples.get(contig) or default_sample
-        deepest = taxa[-1]
         lineage = ";".join(taxonomy.names[t] for t in taxa)
         rank = RANKS[len(taxa) - 1]
-        by_sample.setdefault(sample, []).append(
-            f"{contig}\t{taxonomy.names[deepest]}\t{rank}\t{lineage}\n"
-        )
+        by_sample.setdefault(sample, []).append(f"{contig}\t{taxa[-1]}\t{rank}\t{lineage}\n")
     if not by_sample:
         by_sample[default_sample] = []
-    lines = [
-        "# CAMI taxonomic binning written by tdstore; TAXID = tdstore taxon name (no NCBI ids)\n"
-    ]
+    lines: list[str] = []
     for sample, rows in by_sample.items():
         lines += [
             f"@Version:{CAMI_VERSION}\n",
@@ -126,8 +136,8 @@ def export_run(
 
     if format not in FORMATS:
         raise UsageError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
-    if not 0.0 <= threshold < 1.0:
-        raise UsageError(f"--threshold must be in [0, 1), not {threshold}")
+    check_threshold(threshold)
+    output = check_output_file(output, store=store)
     table, _ = load_predictions(store, run)
     table = table.sort_by("row")
     taxonomy = store.taxonomy()
@@ -145,7 +155,6 @@ def export_run(
         lines = cami_lines(
             table, taxonomy, samples, threshold=threshold, default_sample=store.path.stem, raw=raw
         )
-    output = Path(output)
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         handle.writelines(lines)
     called = sum(1 for _, taxa, _ in called_lineages(table, threshold=threshold, raw=raw) if taxa)

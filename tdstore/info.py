@@ -16,6 +16,27 @@ def disk_usage(store: Store) -> int:
     return sum(p.stat().st_size for p in store.path.rglob("*") if p.is_file())
 
 
+def samples_line(samples: list[str], contig_samples: list[str], show: int = 8) -> str:
+    """What ``samples`` means in a store, said so that no one reads "0" as "no samples".
+
+    A store's samples are its abundance columns (``--abundance``); contigs may still carry
+    sample names (``--sample``, vamb's ``S{n}C{m}`` ids) without any abundance.
+    """
+
+    def listed(names: list[str]) -> str:
+        more = f", ... ({len(names) - show} more)" if len(names) > show else ""
+        return ", ".join(names[:show]) + more
+
+    if samples:
+        line = f"{len(samples)} with abundances: {listed(samples)}"
+        if contig_samples and set(contig_samples) != set(samples):
+            line += f"; contigs name {len(contig_samples)}: {listed(contig_samples)}"
+        return line
+    if contig_samples:
+        return f"none with abundances; contigs name {len(contig_samples)}: {listed(contig_samples)}"
+    return "none (no abundances; contigs name no sample)"
+
+
 def store_info(store: Store) -> dict[str, Any]:
     info: dict[str, Any] = {
         "path": str(store.path),
@@ -25,6 +46,7 @@ def store_info(store: Store) -> dict[str, Any]:
         "contigs": 0,
         "filtered": 0,
         "samples": [],
+        "contig_samples": [],
         "bases": 0,
         "refhash": None,
         "size_bytes": disk_usage(store),
@@ -40,6 +62,7 @@ def store_info(store: Store) -> dict[str, Any]:
             contigs=core["n_contigs"],
             filtered=core["n_filtered"],
             samples=core["samples"],
+            contig_samples=core.get("contig_samples", []),  # absent in older stores
             bases=core.get("n_bases", 0),
             refhash=core["refhash"],
             min_length=core["min_length"],

@@ -19,7 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tdstore.calls import refuse_key_clash
 from tdstore.errors import BadInputError, ConflictError, TdstoreError
+from tdstore.ingest.files import require_regular_file
 from tdstore.ingest.labels import check_format, read_labels
 from tdstore.progress import Progress
 from tdstore.schemas import declarations as S
@@ -132,7 +134,9 @@ def import_labels(
     target = store.label_path(name)
     if target.exists() and not overwrite:
         raise ConflictError(f"{target}: label set {name!r} exists; use --overwrite to replace it")
+    refuse_key_clash(store, "label", name)
     check_format(format, taxdump)
+    require_regular_file(path)  # read twice (rows, then md5): a pipe would be used up
     store.core  # noqa: B018 - a clear error if the store has no contigs yet
     collected = _collect(store, path, format, taxdump)
     if collected.n_rows and not collected.rows:
@@ -163,6 +167,7 @@ def import_labels(
     with store.lock("taxonomy", timeout=LOCK_TIMEOUT_S):
         if target.exists() and not overwrite:
             raise ConflictError(f"{target}: label set {name!r} exists; use --overwrite")
+        refuse_key_clash(store, "label", name)  # again: another import may have finished
         taxonomy = store.taxonomy().copy()
         n_before = len(taxonomy)
         taxon_of_key = _add_lineages(taxonomy, collected, used)

@@ -51,7 +51,8 @@ VIEWS: dict[str, str] = {
     "lineage_code; novel / confidence, p_<rank> / score_<rank>); no join needed",
 }
 MACROS: dict[str, str] = {
-    "rank_name(taxon_id, rank)": "name of the taxon's ancestor at a rank, e.g. 'family'",
+    "rank_name(taxon_id, rank)": "name of the taxon's ancestor at a rank, e.g. 'family' "
+    "(an unknown rank is an error)",
     "rank_depth(rank)": "1 for domain ... 7 for species: lineage_probs[rank_depth('genus')]",
     "rank_agreement(a, b)": "table: per rank, contigs both sources call to it and the share "
     "where they agree; a, b name calls' sources, e.g. 'label_mmseqs', 'soft_teacher'",
@@ -199,6 +200,21 @@ def execute(con: Any, sql: str, *, limit: int | None = None) -> pa.Table:
         if "disabled by configuration" in message or "configuration has been locked" in message:
             message += " (queries see only the store's views and cannot write files)"
         raise UsageError(f"SQL: {message}") from None
+
+
+def column_types(con: Any, sql: str) -> dict[str, str]:
+    """Column name -> DuckDB type of a user's read query, without running it."""
+    import duckdb
+
+    check_read_only(sql)
+    try:
+        # The newline: a trailing -- comment in the user's text must not hide the ')'.
+        relation = con.sql(f"SELECT * FROM ({sql}\n) LIMIT 0")
+        return {
+            name: str(kind) for name, kind in zip(relation.columns, relation.types, strict=True)
+        }
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL: {_one_line(exc)}") from None
 
 
 def query(store: Store, sql: str, *, limit: int | None = None) -> pa.Table:
@@ -408,12 +424,26 @@ class _Views:
             f"SELECT taxon_id AS tdstore_taxon_key, {ranks} FROM lineages"
         )
         cases = " ".join(f'WHEN {quote(r)} THEN n."{r}"' for r in RANKS)
-        self.con.execute(
-            f"CREATE MACRO rank_name(t, r) AS (SELECT CASE lower(r) {cases} END "
-            f"FROM {INTERNAL}.rank_names n WHERE n.tdstore_taxon_key = t)"
-        )
         listed = ", ".join(quote(r) for r in RANKS)
-        self.con.execute(f"CREATE MACRO rank_depth(r) AS list_position([{listed}], lower(r))")
+
+        # A misspelt rank ('famly') is an error, not a column of NULLs that reads as
+        # "no such ancestor"; a NULL rank gives NULL.
+        def unknown(macro: str) -> str:
+            return (
+                f"error({quote(f'{macro}: unknown rank ' + chr(39))} || r::VARCHAR || "
+                f"{quote(chr(39) + '; ranks are ' + ', '.join(RANKS))})"
+            )
+
+        valid = f"r IS NULL OR list_contains([{listed}], lower(r))"
+        self.con.execute(
+            f"CREATE MACRO rank_name(t, r) AS CASE WHEN {valid} THEN (SELECT CASE lower(r) "
+            f"{cases} END FROM {INTERNAL}.rank_names n WHERE n.tdstore_taxon_key = t) "
+            f"ELSE {unknown('rank_name')} END"
+        )
+        self.con.execute(
+            f"CREATE MACRO rank_depth(r) AS CASE WHEN {valid} THEN "
+            f"list_position([{listed}], lower(r)) ELSE {unknown('rank_depth')} END"
+        )
         self._lineage_codes(taxonomy)
 
     def _lineage_codes(self, taxonomy: Any) -> None:
@@ -645,11 +675,20 @@ def render(table: pa.Table, fmt: str) -> bytes:
     raise UsageError(f"format {fmt!r} cannot be rendered as text")
 
 
-def write_output(table: pa.Table, fmt: str, output: Path) -> None:
-    """Publish a result file atomically (written here, never by DuckDB)."""
+def write_output(table: pa.Table, fmt: str, output: Path, *, store: Store | None = None) -> None:
+    """Publish a result file atomically (written here, never by DuckDB).
+
+    With ``store``, a path inside it is refused (:func:`tdstore.outputs.check_output_file`):
+    the result would replace or sit among the store's own files.
+    """
     import pyarrow.parquet as pq
 
     from tdstore.atomic import atomic_path, write_bytes_atomic
+
+    if store is not None:
+        from tdstore.outputs import check_output_file
+
+        check_output_file(output, option="--output", store=store)
 
     if fmt == "parquet":
         with atomic_path(output, durable=False) as tmp:

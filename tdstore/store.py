@@ -75,9 +75,17 @@ def read_document(path: Path, spec_name: str) -> dict[str, Any]:
     return doc
 
 
+def not_a_directory(path: Path) -> IncompleteError:
+    """The one error for a store path that names a file (or a pipe): every command says it
+    alike, with the exit code ``info`` has always given for "not a store" (4)."""
+    return IncompleteError(f"{path}: exists and is not a directory (not a tdstore store)")
+
+
 def init(path: Path | str, *, exist_ok: bool = False) -> Store:
     """Create an empty store directory (a manifest and nothing else)."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise not_a_directory(path)
     manifest = path / MANIFEST_FILE
     if manifest.exists():
         if exist_ok:
@@ -89,7 +97,10 @@ def init(path: Path | str, *, exist_ok: bool = False) -> Store:
         raise ConflictError(
             f"{path}: directory exists and is not empty; refusing to make it a store"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a parent is a file
+        raise IncompleteError(f"{path}: a parent folder exists and is not a directory") from None
     write_json_atomic(
         manifest,
         S.MANIFEST.stamp(
@@ -112,6 +123,8 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise not_a_directory(self.path)
         if not (self.path / MANIFEST_FILE).exists():
             raise IncompleteError(
                 f"{self.path}: not a tdstore store (no {MANIFEST_FILE}); run `tdstore init`"

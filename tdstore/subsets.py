@@ -46,17 +46,23 @@ def list_names(store: Store) -> list[str]:
     return store.list_objects("subsets", SUFFIX)
 
 
-def where_sql(where: str, labels: str | None = None) -> str:
-    """The full SELECT a ``--where`` expression stands for (stored with the subset)."""
+def where_sql(where: str, labels: str | None = None, *, key: str | None = None) -> str:
+    """The full SELECT a ``--where`` expression stands for (stored with the subset).
+
+    ``key``: the label set's name as ``calls`` spells it in column names (default
+    :func:`tdstore.calls.column_key`; :func:`create` asks the store).
+    """
     if labels is None:
         contig = ", ".join(f"c.{c}" for c in CONTIG_COLUMNS)
         source = f"SELECT {contig} FROM contigs c WHERE c.kept"
     else:
-        from tdstore.calls import ident
+        from tdstore.calls import column_key, ident
+
+        spelt = column_key(labels) if key is None else key
 
         # The label set's columns of the calls view: no join of contigs with labels.
         def col(field: str) -> str:
-            return ident(f"label_{labels}_{field}")
+            return ident(f"label_{spelt}_{field}")
 
         ranks = ", ".join(col(r) for r in RANKS)
         listed = ", ".join(f"'{r}'" for r in ("root", *RANKS))
@@ -66,7 +72,7 @@ def where_sql(where: str, labels: str | None = None) -> str:
         }
         label = ", ".join(f"{derived.get(c, col(c))} AS {ident(c)}" for c in LABEL_COLUMNS)
         source = f"SELECT {', '.join(CONTIG_COLUMNS)}, {label} FROM calls"
-    return f"WITH subset_source AS ({source})\nSELECT row FROM subset_source WHERE ({where})"
+    return f"WITH subset_source AS ({source})\nSELECT row FROM subset_source WHERE ({where}\n)"
 
 
 def select_rows(store: Store, sql: str) -> tuple[np.ndarray, dict[str, int]]:
@@ -81,9 +87,12 @@ def select_rows(store: Store, sql: str) -> tuple[np.ndarray, dict[str, int]]:
         raise UsageError("subset SQL must be exactly one SELECT statement")
     con = tsql.connect(store, calls=tsql.calls_mode(sql))
     try:
-        columns = tsql.execute(con, f"SELECT * FROM ({sql}) LIMIT 0").column_names
+        # Every wrapper ends the user's text with a newline: a trailing -- comment would
+        # otherwise swallow the closing parenthesis.
+        columns = tsql.column_types(con, sql)
         if "row" in columns:
-            table = tsql.execute(con, f"SELECT row FROM ({sql})")
+            _require_type(columns, "row", _INTEGER_TYPES, "an integer")
+            table = tsql.execute(con, f"SELECT row FROM ({sql}\n)")
             rows = table.column("row")
             dropped = rows.null_count
             values = rows.drop_null().to_numpy().astype(np.int64)
@@ -94,10 +103,11 @@ def select_rows(store: Store, sql: str) -> tuple[np.ndarray, dict[str, int]]:
                     f"subset SQL returned row {int(bad[0])} outside the store (0..{n - 1})"
                 )
         elif "contig_id" in columns:
+            _require_type(columns, "contig_id", {"VARCHAR"}, "text (VARCHAR)")
             table = tsql.execute(
                 con,
                 f"SELECT q.contig_id, c.row, c.contig_id IS NOT NULL AS known FROM "
-                f"(SELECT contig_id FROM ({sql})) q LEFT JOIN contigs c ON c.contig_id = q.contig_id",
+                f"(SELECT contig_id FROM ({sql}\n)) q LEFT JOIN contigs c ON c.contig_id = q.contig_id",
             )
             known = table.column("known").to_numpy(zero_copy_only=False)
             if not known.all():
@@ -117,6 +127,19 @@ def select_rows(store: Store, sql: str) -> tuple[np.ndarray, dict[str, int]]:
         con.close()
     unique = np.unique(values)
     return unique, {"filtered_dropped": int(dropped), "duplicates": int(values.size - unique.size)}
+
+
+# DuckDB's integer types: a row must be one (1.7 would be truncated, '0' parsed).
+_INTEGER_TYPES = {
+    f"{sign}{width}"
+    for sign in ("", "U")
+    for width in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
+}
+
+
+def _require_type(columns: dict[str, str], name: str, allowed: set[str], what: str) -> None:
+    if columns[name] not in allowed:
+        raise UsageError(f"subset SQL: column {name} must be {what}, not {columns[name]}")
 
 
 def _statements(sql: str) -> list[Any]:
@@ -145,7 +168,10 @@ def create(
         raise UsageError(f"no label set {labels!r} (known: {known})")
     path = subset_path(store, name)
     refhash = store.refhash  # raises IncompleteError before any work if not ingested
-    text = where_sql(where, labels) if where is not None else str(sql).strip().rstrip(";")
+    if where is not None:
+        text = where_sql(where, labels, key=_label_key(store, labels))
+    else:
+        text = str(sql).strip().rstrip(";")
     with store.lock(f"subset-{name}"):
         if path.exists() and not overwrite:
             raise ConflictError(f"{path}: subset {name!r} exists; use --overwrite to replace it")
@@ -180,6 +206,15 @@ def create(
             refhash=refhash,
         )
     return {"name": name, "path": str(path), **meta}
+
+
+def _label_key(store: Store, labels: str | None) -> str | None:
+    """The label set's name as the store's ``calls`` columns spell it."""
+    if labels is None:
+        return None
+    from tdstore import calls
+
+    return next(s.key for s in calls.sources(store) if s.kind == "label" and s.name == labels)
 
 
 def show(store: Store, name: str) -> dict[str, Any]:

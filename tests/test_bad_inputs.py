@@ -151,6 +151,43 @@ CASES = [
         "empty",
     ),
     Case("fasta-missing", _ingest("no_such.fna"), 3, ("no_such.fna", "no such file"), "empty"),
+    Case(
+        "fasta-protein",
+        _ingest("fasta_protein.fna"),
+        3,
+        ("fasta_protein.fna", "mostly non-nucleotide letters", "protein FASTA?"),
+        "empty",
+    ),
+    Case(
+        "fasta-rna",
+        _ingest("fasta_rna.fna"),
+        3,
+        ("fasta_rna.fna", "mostly non-nucleotide letters", "'U'", "RNA FASTA"),
+        "empty",
+    ),
+    Case(
+        "fasta-header-not-utf8",
+        _ingest("fasta_header_not_utf8.fna"),
+        3,
+        ("fasta_header_not_utf8.fna", "record 2", "header is not UTF-8"),
+        "empty",
+    ),
+    Case(
+        "fasta-is-a-directory",
+        ("ingest", "{store}", "--fasta", "{bad}/taxdump", "--min-length", MIN),
+        3,
+        ("taxdump", "is a directory"),
+        "empty",
+    ),
+    # A store path naming a file: every command says so alike (exit 4, as info always did).
+    Case("init-on-a-file", ("init", "{bad}/good.fna"), 4, ("good.fna", "is not a directory")),
+    Case(
+        "ingest-into-a-file",
+        ("ingest", "{bad}/good.fna", "--fasta", "{bad}/good.fna", "--min-length", MIN),
+        4,
+        ("good.fna", "is not a directory"),
+    ),
+    Case("info-on-a-file", ("info", "{bad}/good.fna"), 4, ("good.fna", "is not a directory")),
     Case("ingest-twice", _ingest("good.fna"), 6, ("already ingested",)),
     # --- abundance -----------------------------------------------------------------------------
     Case(
@@ -175,6 +212,13 @@ CASES = [
         "empty",
     ),
     Case("abundance-nan", _ingest("good.fna", "ab_nan.tsv"), 3, ("ab_nan.tsv", "line 5"), "empty"),
+    Case(
+        "abundance-digit-separator",
+        _ingest("good.fna", "ab_underscore.tsv"),
+        3,
+        ("ab_underscore.tsv", "line 4", "'3_500' is not a number"),
+        "empty",
+    ),
     Case(
         "abundance-wrong-header",
         _ingest("good.fna", "ab_wrong_header.tsv"),
@@ -368,6 +412,25 @@ CASES = [
         "embed-bad-shard", ("embed", "{store}", "--model", "kmer:4", "--shard", "3/2"), 2, ("3/2",)
     ),
     Case("embed-bad-kmer", ("embed", "{store}", "--model", "kmer:9"), 2, ("kmer",)),
+    # --device: checked before any work by every command that runs torch
+    Case(
+        "embed-bad-device",
+        ("embed", "{store}", "--model", "kmer:4", "--device", "gpu"),
+        2,
+        ("--device 'gpu'", "cpu, cuda, cuda:N", "auto"),
+    ),
+    Case(
+        "teach-bad-device",
+        ("teach", "{store}", "--embeddings", "kmer4", "--labels", "mmseqs", "--device", "gpu"),
+        2,
+        ("--device 'gpu'", "cpu, cuda, cuda:N"),
+    ),
+    Case(
+        "train-bad-device",
+        ("train", "{store}", "--labels", "mmseqs", "--device", "cuda:zero"),
+        2,
+        ("--device 'cuda:zero'", "cpu, cuda, cuda:N"),
+    ),
 ]
 
 # `tdstore check` reports every problem on its own line, then one error line.

@@ -190,6 +190,18 @@ def test_names_that_would_collide_keep_their_spelling(store):
     assert len(columns) == len(set(columns))
 
 
+def test_a_colliding_newcomer_does_not_rename_existing_columns(store):
+    """Imports refuse a name whose columns another set has; one copied in by hand anyway
+    must not move the existing set's columns (queries and saved subsets use them)."""
+    shutil.copy(store.label_path("mmseqs"), store.label_path("a.b-c"))
+    before = store.sql("SELECT * FROM calls LIMIT 0").column_names
+    assert "label_a_b_c_genus" in before
+    shutil.copy(store.label_path("mmseqs"), store.label_path("a_b.c"))
+    after = store.sql("SELECT * FROM calls LIMIT 0").column_names
+    assert set(before) < set(after) and "label_a_b.c_genus" in after
+    assert len(after) == len(set(after))
+
+
 def test_new_source_rebuilds_and_dropped_source_is_gone(store):
     store.sql("SELECT count(*) FROM calls")
     shutil.copy(store.label_path("mmseqs"), store.label_path("gold"))

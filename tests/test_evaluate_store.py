@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -250,6 +251,39 @@ def test_plots_written_with_their_numbers(store, tmp_path):
     assert by_bin["0.9"]["n"] == "2" and by_bin["0.9"]["accuracy"] == "1"
     assert by_bin["0.8"]["n"] == "1" and by_bin["0.8"]["accuracy"] == "0"
     assert by_bin["0.6"]["accuracy"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("a-file", "exists and is not a directory"),
+        ("a-file/plots", "a-file is not a directory"),
+        ("STORE/plots", "inside the store"),
+        ("link-to-store/runs/kd", "inside the store"),
+        ("/proc/plots", "cannot create files in /proc"),
+    ],
+)
+def test_plots_path_checked_before_any_work(store, cli, tmp_path, target, message):
+    if target.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux /proc")
+    (tmp_path / "a-file").write_text("keep me\n")
+    (tmp_path / "link-to-store").symlink_to(store.path)
+    plots = (
+        str(store.path) + target[len("STORE") :]
+        if target.startswith("STORE")
+        else target
+        if target.startswith("/")
+        else tmp_path / target
+    )
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = cli("evaluate", store.path, "kd", "--gold", "truth", "--plots", plots)
+    assert result.exit_code == UsageError.exit_code
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --plots "), result.stderr
+    assert message in lines[0], lines[0]
+    # Refused before evaluating: no metrics stored, no plot, the file untouched.
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "a-file").read_text() == "keep me\n"
 
 
 def test_errors(store):

@@ -102,6 +102,8 @@ def test_fasta_reader_good(tmp_path, contigs, name, crlf):
         (b">a\nAC-GT\n", r"record 1 \('a'\): character '-'"),
         (">a\nACGT\n>b\nACG\u00e9\n".encode(), r"record 2 \('b'\): binary data or non-ASCII"),
         (gzip.compress(b">a\nACGT\n" * 50)[:30], "not a FASTA file or damaged"),
+        # needletail would decode the byte as U+FFFD: an id no other file spells that way.
+        (b">a\nACGT\n>b\xff x\nAC\n", "record 2: header is not UTF-8"),
     ],
 )
 def test_fasta_reader_bad(tmp_path, content, message):
@@ -115,6 +117,57 @@ def test_fasta_reader_bad(tmp_path, content, message):
 def test_fasta_missing_file(tmp_path):
     with pytest.raises(BadInputError, match="no such file"):
         list(read_fasta_batches(tmp_path / "nope.fa"))
+
+
+def test_directories_and_pipes_are_named_as_such(tmp_path, contigs):
+    """Inputs are read twice (parse, md5): a pipe is refused up front, with the reason."""
+    import os
+
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # only stat()ed: nothing blocks on it
+    pipe = r"fifo: not a regular file \(pipes are not supported: write it to a file first\)"
+    with pytest.raises(BadInputError, match=pipe):
+        list(read_fasta_batches(fifo))
+    with pytest.raises(BadInputError, match=f"{tmp_path}: is a directory"):
+        list(read_fasta_batches(tmp_path))
+    for bad, abundance in [(fifo, None), (tmp_path, None), (fasta, fifo), (fasta, tmp_path)]:
+        with pytest.raises(BadInputError, match="not a regular file|is a directory"):
+            ingest(tmp_path / "s", bad, abundance=abundance, show_progress=False)
+        assert not (tmp_path / "s").exists()  # refused before a store was made
+
+
+def _protein(rng: np.random.Generator, n: int) -> str:
+    return "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=n))
+
+
+@pytest.mark.parametrize("batch_contigs", [1, 20_000])
+def test_protein_and_rna_fasta_refused(tmp_path, monkeypatch, batch_contigs):
+    monkeypatch.setattr("tdstore.ingest.fasta._BATCH_CONTIGS", batch_contigs)
+    rng = np.random.default_rng(5)
+    protein = _write_fasta(tmp_path / "p.fa", {f"p{i}": _protein(rng, 400) for i in range(5)})
+    rna = {f"r{i}": _random_seq(rng, 400).replace("T", "U") for i in range(5)}
+    rna = _write_fasta(tmp_path / "r.fa", rna)
+    store = tdstore.init(tmp_path / "s")
+    before = _snapshot(store.path)
+    with pytest.raises(BadInputError, match=r"p\.fa: mostly non-nucleotide letters .*protein"):
+        ingest(store, protein, min_length=100, show_progress=False)
+    with pytest.raises(BadInputError, match=r"r\.fa: mostly non-nucleotide .*'U'.*RNA FASTA"):
+        ingest(store, rna, min_length=100, show_progress=False)
+    assert _snapshot(store.path) == before
+
+
+@pytest.mark.parametrize("batch_contigs", [1, 20_000])
+def test_ambiguity_codes_and_a_stray_odd_record_are_still_dna(tmp_path, monkeypatch, batch_contigs):
+    """N and IUPAC codes count as nucleotides; the share is over the whole file."""
+    monkeypatch.setattr("tdstore.ingest.fasta._BATCH_CONTIGS", batch_contigs)
+    rng = np.random.default_rng(6)
+    contigs = {f"c{i}": _random_seq(rng, 300) + "N" * 200 + "RYSWKMBDHV" * 5 for i in range(9)}
+    contigs["odd"] = _protein(rng, 300)  # one record of ten: 4% of the letters are not DNA
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    store = tdstore.init(tmp_path / "s")
+    ingest(store, fasta, min_length=100, show_progress=False)
+    assert store.n_contigs == 10
 
 
 def test_sample_of():
@@ -132,6 +185,18 @@ def test_abundance_reader_good(tmp_path):
     np.testing.assert_array_equal(table.values[table.index["c1"]], [0, 1000])
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_abundance_reader_accepts_a_byte_order_mark(tmp_path, compress):
+    """Spreadsheets save UTF-8 with a BOM before 'contigname'; the label reader takes it too."""
+    text = "\ufeffcontigname\tA\tB\nc2\t1\t2.5\nc1\t0\t1e3\n".encode()
+    path = tmp_path / "a.tsv"
+    path.write_bytes(gzip.compress(text) if compress else text)
+    table = read_abundance(path)
+    assert table.samples == ["A", "B"] and table.ids == ["c2", "c1"]
+    np.testing.assert_array_equal(table.values[table.index["c1"]], [0, 1000])
+    assert table.md5 == hashlib.md5(path.read_bytes()).hexdigest()  # of the file as given
+
+
 @pytest.mark.parametrize(
     "text,message",
     [
@@ -146,6 +211,8 @@ def test_abundance_reader_good(tmp_path):
         ("contigname\tA\tB\nc1\t1\n", "line 2: expected 3 tab-separated columns"),
         ("contigname\tA\nc1\t1\n\nc2\t2\n", "line 3: expected 2"),
         ("contigname\tA\nc1\t1\nc1\t2\n", "line 3: contig 'c1' appears twice"),
+        # float() reads digit separators; a TSV writer never means them so.
+        ("contigname\tA\nc1\t1_000\n", "line 2: sample 'A': '1_000' is not a number"),
     ],
 )
 def test_abundance_reader_bad(tmp_path, text, message):
@@ -162,7 +229,7 @@ def test_abundance_reader_bad(tmp_path, text, message):
         "contigname\tA\tB\nc2\t1\t2.5\nc1\t0\t1e3\n",
         "contigname\tA\tB\r\nc2\t1\t2.5\r\nc1\t0\t1e3\r\n\r\n\n",  # CRLF, trailing blanks
         "contigname\tA\nc1\t0.1\nc2\t3.4028234e38\nc3\t1e-45\nc4\t-0\nc5\t+7\n",
-        "contigname\tA\nc1\t 1\nc2\t1_000\n",  # float() accepts these; Arrow may not
+        "contigname\tA\nc1\t 1\nc2\t2 \n",  # float() accepts these; Arrow may not
         "contigname\tA\nc1\t1\n  \n",  # a trailing line of spaces
         "contigname\tA\nc1\t1",  # no final newline
         "contigname\tA\n",  # header only
@@ -338,12 +405,33 @@ def test_cli_ingest_creates_store(cli, tmp_path, contigs):
     assert "ingested 3 contigs" in result.stdout and "1 shorter than 1000 bp" in result.stdout
     assert "1 rows for contigs not in the FASTA (e.g. zz)" in result.stdout
     assert (store / "core" / "core.json").exists()
+    assert "samples: 2 with abundances: s1, s2; contigs name 2: S1, S2" in result.stdout
     info = cli("info", store, "--json")
     assert json.loads(info.stdout)["contigs"] == 3
 
     again = cli("ingest", store, "--fasta", fasta)
     assert again.exit_code == ConflictError.exit_code
     assert again.stderr.startswith("error: ") and "already ingested" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "sample,line",
+    [
+        ("gut1", "none with abundances; contigs name 1: gut1"),
+        (None, "none with abundances; contigs name 2: S1, S2"),  # from S{n}C{m} ids
+    ],
+)
+def test_cli_samples_without_abundances_are_not_zero(cli, tmp_path, contigs, sample, line):
+    """samples are abundance columns; contigs can still name theirs: say both, never '0'."""
+    fasta = _write_fasta(tmp_path / "c.fa", contigs)
+    store = tmp_path / "s"
+    extra = ("--sample", sample) if sample else ()
+    result = cli("ingest", store, "--fasta", fasta, "--min-length", "1000", *extra)
+    assert result.exit_code == 0, result.stderr
+    assert f"samples: {line}\n" in result.stdout
+    info = cli("info", store)
+    assert f"samples    {line}\n" in info.stdout
+    assert json.loads(cli("info", store, "--json").stdout)["samples"] == []
 
 
 def test_cli_bad_fasta_exit_code(cli, tmp_path):

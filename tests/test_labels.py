@@ -474,6 +474,61 @@ def test_exists_overwrite_and_not_ingested(store, tmp_path):
         import_labels(empty, "x", path, format="taxometer")
 
 
+def test_name_whose_calls_columns_collide_is_refused(store, tmp_path):
+    """'a.b-c' and 'a_b.c' would both be calls' label_a_b_c_*: the second is refused, so the
+    first keeps its column names (queries and saved subsets keep working)."""
+    path = tsv(tmp_path / "t.tsv", [f"S1C0\t{GTDB}"])
+    import_labels(store, "a.b-c", path, format="taxometer")
+    assert "label_a_b_c_genus" in store.sql("SELECT * FROM calls LIMIT 0").column_names
+    before = tree_hash(store.path)
+    for clash in ("a_b.c", "a_b_c", "a-b-c"):
+        with pytest.raises(ConflictError) as info:
+            import_labels(store, clash, path, format="taxometer")
+        message = str(info.value)
+        assert f"label set {clash!r}" in message and "label set 'a.b-c'" in message
+        assert "label_a_b_c_" in message and "\n" not in message
+    assert tree_hash(store.path) == before
+    # The same name again is an overwrite, not a clash.
+    import_labels(store, "a.b-c", path, format="taxometer", overwrite=True)
+    import_labels(store, "a_b_d", path, format="taxometer")
+    columns = store.sql("SELECT * FROM calls LIMIT 0").column_names
+    assert {"label_a_b_c_genus", "label_a_b_d_genus"} <= set(columns)
+
+
+def test_soft_label_and_run_names_are_checked_alike(store):
+    from tdstore import calls
+
+    (store.path / "soft_labels").mkdir()
+    (store.path / "soft_labels" / "kmer4.mmseqs.parquet").write_bytes(b"")
+    (store.path / "runs" / "kd-a03").mkdir(parents=True)
+    with pytest.raises(ConflictError, match="soft-label set 'kmer4_mmseqs'.*'kmer4.mmseqs'"):
+        calls.refuse_key_clash(store, "soft", "kmer4_mmseqs")
+    with pytest.raises(ConflictError, match="run 'kd.a03'.*run 'kd-a03'"):
+        calls.refuse_key_clash(store, "pred", "kd.a03")
+    calls.refuse_key_clash(store, "soft", "kmer4.mmseqs")  # itself: an overwrite
+    calls.refuse_key_clash(store, "label", "kd_a03")  # kinds have their own columns
+
+
+def test_label_file_that_is_a_pipe_or_directory(cli, store, tmp_path):
+    """A pipe would be read twice (rows, then md5): refused up front, with the reason."""
+    import os
+
+    fifo = tmp_path / "labels.fifo"
+    os.mkfifo(fifo)  # only stat()ed: nothing blocks on it
+    before = tree_hash(store.path)
+    for path, reason in [
+        (fifo, "not a regular file (pipes are not supported: write it to a file first)"),
+        (tmp_path, "is a directory"),
+        (tmp_path / "nope.tsv", "no such file"),
+    ]:
+        result = cli("labels", "import", store.path, "x", path, "-f", "taxometer")
+        assert result.exit_code == 3, result.stderr
+        assert result.stderr == f"error: {path}: {reason}\n"
+        with pytest.raises(BadInputError, match="pipes are not supported|directory|no such"):
+            list(read_labels(path, "taxometer"))
+    assert tree_hash(store.path) == before
+
+
 def test_import_waits_for_the_taxonomy_lock(store, tmp_path, monkeypatch):
     import tdstore.labels as labels_mod
 

@@ -122,7 +122,7 @@ def test_state_of_other_settings_or_damaged_is_discarded(store):
     saved = TrainingState.open(store, "r", key="a", every_s=0)
     with pytest.raises(Killed):
         _fit(config, saved=saved, kill_after=2)
-    assert (resume_dir(store, "r") / "fit.pt").exists()
+    assert (resume_dir(store, "r") / "fit.safetensors").exists()
 
     other = TrainingState.open(store, "r", key="b", every_s=0)
     assert other.discarded and not resume_dir(store, "r").exists()
@@ -130,7 +130,7 @@ def test_state_of_other_settings_or_damaged_is_discarded(store):
 
     with pytest.raises(Killed):
         _fit(config, saved=other, kill_after=2)
-    (resume_dir(store, "r") / "fit.pt").write_bytes(b"not a torch file")
+    (resume_dir(store, "r") / "fit.safetensors").write_bytes(b"not a safetensors file")
     damaged = TrainingState.open(store, "r", key="b", every_s=0)
     assert damaged.load("fit") is None and damaged.discarded
     result, seen = _fit(config, saved=damaged)

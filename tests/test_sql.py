@@ -163,6 +163,23 @@ def test_labels_have_rank_columns_and_rank_name(store):
     assert by_macro.equals(by_column) and by_macro.num_rows == 4
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT rank_name(taxon_id, 'famly') FROM labels",
+        "SELECT rank_name(0, 'genera')",  # a taxon with no row still checks the rank
+        "SELECT rank_depth('famly')",
+    ],
+)
+def test_misspelt_rank_is_an_error_naming_the_ranks(store, query):
+    """A misspelt rank used to give NULLs, read as 'no ancestor at that rank'."""
+    with pytest.raises(UsageError, match=r"unknown rank '(famly|genera)'; ranks are domain, .*"):
+        store.sql(query)
+    # NULL stays NULL (a rank column of a table may hold nulls), not an error.
+    got = store.sql("SELECT rank_name(1, NULL) AS a, rank_depth(NULL) AS b").to_pylist()
+    assert got == [{"a": None, "b": None}]
+
+
 def test_label_agreement_query(store):
     got = store.sql(
         "SELECT count(*) FILTER (a.species = b.species) AS same, count(*) AS n FROM labels a "
@@ -292,6 +309,32 @@ def test_cli_formats(store, cli, tmp_path):
         out,
     )
     assert out.read_text().splitlines()[1].startswith('"[')
+
+
+def test_cli_output_inside_the_store_refused(cli, tmp_path):
+    """--output must never replace (or sit among) the store's own files, symlinks resolved."""
+    from crashkit import raw_digests
+
+    store = make_store(tmp_path / "s.tdstore")
+    (tmp_path / "link").symlink_to(store.path / "core")
+    before = raw_digests(store.path)
+    for output in [
+        store.path / "core" / "contigs.parquet",
+        store.path / "new.csv",
+        tmp_path / "link" / "contigs.parquet",
+        tmp_path / "out" / ".." / "s.tdstore" / "x.csv",
+    ]:
+        result = cli("sql", store.path, "SELECT 1 AS x", "--format", "parquet", "-o", output)
+        assert result.exit_code == 2, (output, result.stderr)
+        assert result.stderr.startswith("error: --output") and "inside the store" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert raw_digests(store.path) == before
+    assert tdstore.open(store.path).n_contigs == len(KEPT)
+    with pytest.raises(UsageError, match="inside the store"):
+        tsql.write_output(pa.table({"x": [1]}), "csv", store.path / "x.csv", store=store)
+    outside = tmp_path / "x.csv"
+    assert cli("sql", store.path, "SELECT 1 AS x", "-o", outside).exit_code == 0
+    assert outside.read_text() == '"x"\n1\n'
 
 
 def test_cli_errors(store, cli, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -168,7 +169,7 @@ def test_predict_new_contigs_matches_store_predictions(sim_store, cli, tmp_path)
             strict=True,
         )
     )
-    # Short contigs (below the store's 2 kbp) are predicted too; the kept ones must agree.
+    # Short contigs (below the store's 2 kbp) keep a row without a call; the kept ones agree.
     new_ids = new.column("contig_id").to_pylist()
     same = [
         lineage == by_id[cid]
@@ -190,6 +191,184 @@ def test_predict_new_contigs_matches_store_predictions(sim_store, cli, tmp_path)
     )
     assert result.exit_code == 0
     assert tsv.read_text().startswith("contigs\tpredictions\tscores\n")
+    # The same threshold as `export` (0.8): a store contig's line is the same in both files.
+    exported = tmp_path / "exported.tsv"
+    result = cli("export", store.path, "plain", "--format", "taxometer", "--output", exported)
+    assert result.exit_code == 0, result.stderr
+    predicted = {line.split("\t")[0]: line for line in tsv.read_text().splitlines()[1:]}
+    lines = exported.read_text().splitlines()[1:]
+    assert [predicted[line.split("\t")[0]] for line in lines] == lines
+
+
+def _records(fasta) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(id, sequence) of a simulated FASTA (gzip), in file order."""
+    import gzip
+
+    records: list[tuple[str, str]] = []
+    with gzip.open(fasta, "rt") as handle:
+        for line in handle:
+            if line.startswith(">"):
+                records.append((line[1:].split()[0], ""))
+            else:
+                records[-1] = (records[-1][0], records[-1][1] + line.strip())
+    return records
+
+
+def _write_fasta(path, records) -> None:  # type: ignore[no-untyped-def]
+    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records))
+
+
+def _abundance_rows(sim, ids, path) -> None:  # type: ignore[no-untyped-def]
+    lines = Path(sim["abundance_path"]).read_text().splitlines()
+    wanted = set(ids)
+    path.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if ln.split("\t")[0] in wanted]))
+
+
+def _error_line(result) -> str:  # type: ignore[no-untyped-def]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_predict_new_contigs_below_the_minimum_get_rows_without_a_call(sim_store, cli, tmp_path):
+    """The store's ingest minimum applies: short, tiny and all-N contigs keep a row, no call."""
+    store, sim = sim_store
+    minimum = store.core["min_length"]
+    records = _records(sim["fasta_path"])
+    long = [r for r in records if len(r[1]) >= minimum][:3]
+    short = next(r for r in records if len(r[1]) < minimum)
+    new = [long[0], short, ("tiny", "ACG"), ("all-n", "N" * (minimum + 500)), *long[1:]]
+    fasta = tmp_path / "new.fna"
+    _write_fasta(fasta, new)
+    abundance = tmp_path / "new_abundance.tsv"
+    _abundance_rows(sim, [name for name, _ in long], abundance)  # short ones need no row
+    out = tmp_path / "new.parquet"
+    result = cli(
+        "predict", store.path, "plain", "--fasta", fasta, "--abundance", abundance, "--output", out
+    )
+    assert result.exit_code == 0, result.stderr
+    assert f"2 shorter than {minimum} bp: no call" in result.stdout
+    assert "1 without a tetramer of A/C/G/T bases: no call" in result.stdout
+    table = pq.read_table(out)
+    assert table.column("contig_id").to_pylist() == [name for name, _ in new]  # joinable
+    lineages = dict(
+        zip(
+            table.column("contig_id").to_pylist(),
+            table.column("lineage_ids").to_pylist(),
+            strict=True,
+        )
+    )
+    for name in (short[0], "tiny", "all-n"):
+        assert lineages[name] == []
+    assert table.column("taxon_id").to_pylist()[1:4] == [0, 0, 0]
+    stored, _ = runs.load_predictions(store, "plain")
+    by_id = dict(
+        zip(
+            stored.column("contig_id").to_pylist(),
+            stored.column("lineage_ids").to_pylist(),
+            strict=True,
+        )
+    )
+    assert all(lineages[name] == by_id[name] != [] for name, _ in long)
+
+    tsv = tmp_path / "new.tsv"
+    result = cli(
+        "predict", store.path, "plain", "--fasta", fasta, "--abundance", abundance, "--output", tsv
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == [name for name, _ in new]
+    assert [r[1:] for r in rows[1:4]] == [["", ""]] * 3  # unclassified rows
+
+
+def test_predict_new_contigs_refuses_duplicate_ids(sim_store, cli, tmp_path):
+    store, sim = sim_store
+    records = [r for r in _records(sim["fasta_path"]) if len(r[1]) >= 2000][:3]
+    fasta = tmp_path / "dup.fna"
+    _write_fasta(fasta, [*records, records[1]])
+    abundance = tmp_path / "ab.tsv"
+    _abundance_rows(sim, [name for name, _ in records], abundance)
+    out = tmp_path / "dup.tsv"
+    result = cli(
+        "predict", store.path, "plain", "--fasta", fasta, "--abundance", abundance, "--output", out
+    )
+    assert result.exit_code == 3
+    line = _error_line(result)
+    assert (
+        "dup.fna" in line
+        and "record 4" in line
+        and f"duplicate contig id {records[1][0]!r}" in line
+    )
+    assert not out.exists()
+
+
+def test_predict_new_contigs_refuses_a_protein_fasta(sim_store, cli, tmp_path):
+    store, sim = sim_store
+    protein = Path(__file__).parent / "data" / "bad" / "fasta_protein.fna"
+    out = tmp_path / "p.tsv"
+    args = ["--fasta", protein, "--abundance", sim["abundance_path"], "--output", out]
+    result = cli("predict", store.path, "plain", *args)
+    assert result.exit_code == 3 and "a protein FASTA?" in _error_line(result)
+    assert not out.exists()
+
+
+def test_predict_new_contigs_bad_options_fail_before_any_work(sim_store, cli, tmp_path):
+    store, sim = sim_store
+    fasta, abundance = sim["fasta_path"], sim["abundance_path"]
+    (tmp_path / "a-dir.tsv").mkdir()
+    (tmp_path / "a-file").write_text("")
+    cases = [
+        # (options other than --fasta/--abundance/--output, --output, exit code, message)
+        ([], tmp_path / "x.csv", 2, ".parquet, .tsv, .txt"),
+        ([], tmp_path / "x", 2, "unknown suffix '(none)'"),
+        ([], tmp_path / "a-dir.tsv", 2, "is a directory"),
+        ([], tmp_path / "a-file" / "x.tsv", 2, "a-file is not a directory"),
+        ([], store.path / "runs" / "plain" / "x.parquet", 2, "inside the store"),
+        ([], abundance, 2, "is an input of this command"),
+        (["--threshold", "1"], tmp_path / "x.tsv", 2, "--threshold must be in [0, 1)"),
+        (["--device", "gpu"], tmp_path / "x.tsv", 2, "--device 'gpu': expected one of cpu, cuda"),
+    ]
+    for options, out, code, text in cases:
+        argv = ["--fasta", fasta, "--abundance", abundance, "--output", out, *options]
+        result = cli("predict", store.path, "plain", *argv)
+        assert result.exit_code == code, (out, options, result.stderr)
+        assert text in _error_line(result), (text, result.stderr)
+    missing = tmp_path / "nosuch.fna"
+    argv = ["--fasta", missing, "--abundance", abundance, "--output", tmp_path / "x.tsv"]
+    result = cli("predict", store.path, "plain", *argv)
+    assert result.exit_code == 3 and f"{missing}: " in _error_line(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir.tsv", "a-file"]
+    assert sorted(p.name for p in (store.path / "runs" / "plain").iterdir()) == [
+        "predictions.parquet",
+        "run.json",
+        "weights.safetensors",
+    ]
+
+
+@pytest.mark.skipif(_cuda_available(), reason="checks the machines without CUDA")
+def test_cuda_without_cuda_is_a_usage_error(sim_store, cli, tmp_path):
+    store, sim = sim_store
+    out = tmp_path / "x.tsv"
+    args = ["--fasta", sim["fasta_path"], "--abundance", sim["abundance_path"], "--output", out]
+    for argv in (["predict", store.path, "plain", *args], ["predict", store.path, "plain"]):
+        result = cli(*argv, "--device", "cuda")
+        assert result.exit_code == UsageError.exit_code
+        assert _error_line(result) == "error: --device cuda: no CUDA device is available"
+    assert not out.exists()
+
+
+def test_train_device_names_checked_up_front(sim_store, cli):
+    import torch
+
+    store, _ = sim_store
+    bad = ["gpu", "cuda:x", "CPU"] + ([] if torch.backends.mps.is_available() else ["mps"])
+    for device in bad:
+        result = cli("train", store.path, "--labels", "mmseqs", "--name", "dev", "--device", device)
+        assert result.exit_code == UsageError.exit_code, (device, result.stderr)
+        line = _error_line(result)
+        assert f"--device {device}" in line or f"--device {device!r}" in line
+        assert "expected" in line and "cpu, cuda, cuda:N" in line
+    assert "dev" not in runs.list_names(store)
 
 
 def test_same_seed_same_predictions_on_cpu(sim_store):
@@ -334,6 +513,20 @@ def test_distilling_from_stored_soft_labels(sim_store):
         return float(np.mean(hits))
 
     assert raw_species_accuracy(kd) > raw_species_accuracy(plain) + 0.02
+
+
+def test_new_contigs_of_a_teacher_calibrated_run_are_told_why_scores_differ(
+    sim_store, cli, tmp_path
+):
+    store, sim = sim_store
+    if "kd-oracle" not in runs.list_names(store):
+        pytest.skip("needs test_distilling_from_stored_soft_labels' run")
+    args = ["--fasta", sim["fasta_path"], "--abundance", sim["abundance_path"]]
+    result = cli("predict", store.path, "kd-oracle", *args, "--output", tmp_path / "kd.tsv")
+    assert result.exit_code == 0, result.stderr
+    assert "calibrates store contigs with its teacher's soft labels" in result.stderr
+    result = cli("predict", store.path, "plain", *args, "--output", tmp_path / "plain.tsv")
+    assert result.exit_code == 0 and "note:" not in result.stderr
 
 
 def test_runs_and_export_cli(sim_store, cli, tmp_path):
@@ -485,3 +678,41 @@ def test_reach_gate_only_lowers_scores_and_can_be_turned_off(sim_store, cli):
     assert result.exit_code == UsageError.exit_code and "--species-reach-gate" in result.stderr
     result = cli("train", store.path, "--labels", "mmseqs", "--checkpoint-every", "-1")
     assert result.exit_code == UsageError.exit_code and "--checkpoint-every" in result.stderr
+    for option, value in (
+        ("--seed", "-1"),
+        ("--lr", "nan"),
+        ("--temperature", "nan"),
+        ("--patience", "-3"),
+    ):
+        result = cli("train", store.path, "--labels", "mmseqs", option, value)
+        assert result.exit_code == UsageError.exit_code and option in result.stderr, option
+
+
+def test_too_few_labels_are_refused(sim_store, cli, tmp_path):
+    store, sim = sim_store
+    lines = Path(sim["labels_path"]).read_text().splitlines()
+    few = tmp_path / "few.tsv"
+    few.write_text("\n".join(lines[:6]) + "\n")  # header + 5 rows
+    assert cli("labels", "import", store.path, "few", few, "-f", "taxometer").exit_code == 0
+    result = cli("train", store.path, "--labels", "few", "--name", "few")
+    assert result.exit_code == 3
+    assert "label set 'few':" in result.stderr and "at least 10 classified rows" in result.stderr
+    assert "few" not in runs.list_names(store)
+
+
+def test_uncalibrated_run_says_so(sim_store, cli):
+    store, _ = sim_store
+    result = cli(
+        "train", store.path, "--labels", "mmseqs", "--name", "uncal", "--epochs", "1",
+        "--refit-epochs", "0", "--calibration-fraction", "0",
+    )  # fmt: skip
+    assert result.exit_code == 0
+    assert "note: no labels were held out" in result.stderr and "not calibrated" in result.stderr
+
+
+def test_run_name_whose_calls_columns_collide_is_refused(sim_store, cli):
+    store, _ = sim_store
+    train(store, TrainRequest(labels="mmseqs", name="clash-a", fit=TINY), progress=False)
+    result = cli("train", store.path, "--labels", "mmseqs", "--name", "clash.a")
+    assert result.exit_code == ConflictError.exit_code
+    assert "run 'clash.a'" in result.stderr and "'clash-a'" in result.stderr

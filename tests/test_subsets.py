@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -61,6 +62,54 @@ def test_sql_by_contig_id_drops_filtered(store):
         subsets.create(store, "bad", sql="SELECT 99 AS row")
     with pytest.raises(UsageError, match="only read queries"):
         subsets.create(store, "bad", sql="COPY contigs TO 'x.csv'")
+
+
+@pytest.mark.parametrize("name", ["mm-seqs.v2", "mm_seqs.v2"])
+def test_where_with_labels_whose_name_has_dash_or_dot(store, name):
+    """calls spells '-' and '.' of a set's name as '_'; --where --labels must too."""
+    import shutil
+
+    shutil.copy(store.label_path("mmseqs"), store.label_path(name))
+    result = subsets.create(store, "b", where="genus = 'g__Bacteroides'", labels=name)
+    expected = [i for i, t in enumerate(MMSEQS) if t in {"fragilis", "uniformis", "bacteroides"}]
+    assert result["n_rows"] == len(expected)
+    assert '"label_mm_seqs_v2_genus" AS "genus"' in result["sql"]
+
+
+@pytest.mark.parametrize(
+    "sql,got",
+    [
+        ("SELECT 'abc' AS row", "VARCHAR"),  # was a ValueError traceback
+        ("SELECT '0' AS row", "VARCHAR"),  # was read as row 0
+        ("SELECT 1.7 AS row", "DECIMAL(2,1)"),  # was truncated to row 1
+        ("SELECT 1.0::DOUBLE AS row", "DOUBLE"),
+        ("SELECT NULL AS row", '"NULL"'),
+        ("SELECT 3 AS contig_id", "INTEGER"),
+    ],
+)
+def test_sql_row_must_be_an_integer_column(store, sql, got):
+    column = "contig_id" if "contig_id" in sql else "row"
+    with pytest.raises(UsageError, match=f"column {column} must be .*, not {re.escape(got)}$"):
+        subsets.create(store, "bad", sql=sql)
+    assert not subsets.subset_path(store, "bad").exists()
+    for ok in ("SELECT 2::TINYINT AS row", "SELECT 2::UBIGINT AS row", "SELECT 2::HUGEINT AS row"):
+        subsets.create(store, "ok", sql=ok, overwrite=True)
+        assert subsets.load_rows(store, "ok").tolist() == [2]
+
+
+@pytest.mark.parametrize(
+    "kind,text",
+    [
+        ("sql", "SELECT row FROM contigs WHERE sample = 'S2' -- the second sample"),
+        ("sql", "SELECT contig_id FROM contigs WHERE sample = 'S2' -- by id"),
+        ("where", "sample = 'S2' -- the second sample"),
+    ],
+)
+def test_trailing_comment_is_not_a_syntax_error(store, kind, text):
+    """User SQL is wrapped in parentheses: a -- comment must not swallow the closing one."""
+    result = subsets.create(store, "s2", **{kind: text})
+    assert subsets.load_rows(store, "s2").tolist() == [3, 4, 5, 6]
+    assert result["n_rows"] == 4
 
 
 def test_sql_by_row_with_soft_labels(store):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tdstore.errors import BadInputError
+from tdstore.ingest.files import require_regular_file
 
 HEADER_FIRST = "contigname"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -37,8 +38,7 @@ def read_abundance(path: Path | str) -> AbundanceTable:
     import hashlib
 
     path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such file")
+    require_regular_file(path)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         import gzip
@@ -49,6 +49,8 @@ def read_abundance(path: Path | str) -> AbundanceTable:
             raise BadInputError(f"{path}: cannot decompress ({exc})") from None
     else:
         text_bytes = raw
+    # A UTF-8 byte order mark (spreadsheet exports) is not part of 'contigname'.
+    text_bytes = text_bytes.removeprefix(b"\xef\xbb\xbf")
     parsed = _read_fast(text_bytes) or _read_lines(path, text_bytes)
     samples, ids, values, index = parsed
     return AbundanceTable(
@@ -189,6 +191,9 @@ def _header(path: Path, line: str) -> list[str]:
 
 def _number(path: Path, lineno: int, sample: str, text: str) -> float:
     try:
+        # Python's float() takes digit separators ('1_000'); no TSV writer means them so.
+        if "_" in text:
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         raise BadInputError(

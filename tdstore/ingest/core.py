@@ -32,11 +32,13 @@ from tdstore.features.normalise import NormalisationStats
 from tdstore.ingest.abundance import AbundanceTable, read_abundance
 from tdstore.ingest.fasta import (
     FastaBatch,
+    LetterTally,
     file_md5,
     finish_batch,
     read_raw_batches,
     sample_of,
 )
+from tdstore.ingest.files import require_regular_file
 from tdstore.progress import Progress
 from tdstore.schemas import declarations as S
 from tdstore.store import CORE_DIR, Store, refhash_of
@@ -67,6 +69,10 @@ def ingest(
     """
     if min_length < 1:
         raise UsageError(f"--min-length must be at least 1, got {min_length}")
+    # Before a store is created or locked: a missing file, a directory or a pipe.
+    for given in (fasta, abundance):
+        if given is not None:
+            require_regular_file(Path(given))
     if not isinstance(store, Store):
         from tdstore.store import init
 
@@ -415,6 +421,7 @@ def _write_core(
     kept_ids: list[str] = []
     n_filtered = n_bases = 0
     n_with_bases = 0  # kept contigs with at least one A/C/G/T (all-N assemblies are refused)
+    letters = LetterTally()  # protein (or RNA) FASTA files are refused
     samples_seen: set[str] = set()
     total = fasta.stat().st_size if fasta.is_file() and not _compressed(fasta) else None
 
@@ -457,6 +464,7 @@ def _write_core(
             n_filtered += len(batch) - len(kept_idx)
             n_bases += int(lengths[kept_idx].sum())
             n_with_bases += int((batch.n_count[kept_idx] < lengths[kept_idx]).sum())
+            letters.add(batch)
             if len(kept_idx):
                 seq_writer.submit(_write_sequences, seqs_out, batch, kept_idx, first_row)
                 tnf = tnf_mod.project(batch.tetramers[kept_idx])
@@ -468,6 +476,7 @@ def _write_core(
             bar.advance(int(lengths.sum()), contigs=len(batch))
 
         seq_writer.drain()
+        letters.check(fasta)  # first: a protein file's records are short and all filtered
         _check_contents(fasta, kept_ids, n_filtered, n_with_bases, min_length)
         aligner.check_complete()
         if table is None:

@@ -20,12 +20,18 @@ import numpy as np
 
 from tdstore.errors import BadInputError
 from tdstore.features.tnf import HAS_LOWER, HAS_NON_LETTER, INVALID, join_and_count
+from tdstore.ingest.files import require_regular_file
 
 # vamb's concatenate.py renames contigs to S{sample}C{original id}.
 _VAMB_SAMPLE = re.compile(r"^(S\d+)C\S")
 _LETTERS = bytes(range(ord("A"), ord("Z") + 1))
 _BATCH_BASES = 8_000_000
 _BATCH_CONTIGS = 20_000
+# A/C/G/T, N and the IUPAC ambiguity codes: a file mostly of other letters is not DNA
+# (protein letters E, F, I, L, P, Q, ...; RNA's U).
+_NUCLEOTIDE_LETTERS = b"ACGTNRYSWKMBDHV"
+MIN_NUCLEOTIDE_SHARE = 0.9
+_SHOW_LETTERS = 4
 
 
 def sample_of(contig_id: str) -> str | None:
@@ -46,6 +52,9 @@ class FastaBatch:
     gc: np.ndarray = field(repr=False)  # float32, NaN where a contig has no A/C/G/T
     n_count: np.ndarray = field(repr=False)  # int64: bases that are not A/C/G/T
     md5: list[str] = field(repr=False)
+    # Counts by byte of the letters that are not nucleotide letters; None where the batch
+    # has too few non-A/C/G/T bases to matter (see LetterTally).
+    odd_letters: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -74,9 +83,11 @@ def read_fasta_batches(
 ) -> Iterator[FastaBatch]:
     """Yield batches of validated contigs in file order.
 
-    Raises BadInputError (naming the file and the record) for: an empty file, a file
-    that is not FASTA (FASTQ included), binary data, an empty id, a duplicate id, a
-    zero-length record, and characters in a sequence that are not letters.
+    Raises BadInputError (naming the file and the record) for: a path that is not a
+    regular file (a directory, a pipe), an empty file, a file that is not FASTA (FASTQ
+    included), binary data, a header that is not UTF-8, an empty id, a duplicate id, a
+    zero-length record, and characters in a sequence that are not letters. Whether the
+    letters are DNA at all is a whole-file question: :class:`LetterTally`.
     """
     path = Path(path)
     for raw in read_raw_batches(path, batch_bases=batch_bases, batch_contigs=batch_contigs):
@@ -103,8 +114,7 @@ def read_raw_batches(
     import needletail
 
     path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such file")
+    require_regular_file(path)
     seen: set[str] = set()
     ids: list[str] = []
     sequences: list[str] = []
@@ -146,6 +156,10 @@ def read_raw_batches(
 
 
 def _contig_id(path: Path, record: int, header: str) -> str:
+    # needletail decodes headers lossily: bytes that are not UTF-8 arrive as U+FFFD, and an
+    # id holding them would no longer match the same contig in a label or abundance file.
+    if "\ufffd" in header:
+        raise BadInputError(f"{path}: record {record}: header is not UTF-8")
     parts = header.split(maxsplit=1)
     if not parts:
         raise BadInputError(f"{path}: record {record}: empty FASTA header (no contig id)")
@@ -170,13 +184,61 @@ def finish_batch(path: Path, raw: RawBatch) -> FastaBatch:
         _raise_non_letter(path, first, ids, data, offsets, n_count)
     if flags & HAS_LOWER:
         data = data.upper()
+    odd_letters = _odd_letters(data, int(n_count.sum()))
     acgt = base_counts[:, :4].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         gc = ((base_counts[:, 1] + base_counts[:, 2]) / acgt).astype(np.float32)
     view = memoryview(data)
     bounds = zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
     md5 = [hashlib.md5(view[s:e]).hexdigest() for s, e in bounds]
-    return FastaBatch(first, ids, data, offsets, tetramers, gc, n_count, md5)
+    return FastaBatch(first, ids, data, offsets, tetramers, gc, n_count, md5, odd_letters)
+
+
+def _odd_letters(data: bytes, n_other: int) -> np.ndarray | None:
+    """Counts by byte of the letters in ``data`` (upper case) that are not nucleotide letters.
+
+    Only a batch whose non-A/C/G/T bases (counted already) reach the share that would make
+    a file fail is looked at letter by letter: an assembly's batches, a few N at most, cost
+    nothing, and a batch below that share cannot make a file mostly non-nucleotide.
+    """
+    if n_other == 0 or n_other < (1 - MIN_NUCLEOTIDE_SHARE) * len(data):
+        return None
+    odd = np.frombuffer(data.translate(None, _NUCLEOTIDE_LETTERS), dtype=np.uint8)
+    return np.bincount(odd, minlength=256)
+
+
+class LetterTally:
+    """Adds up the batches of one file to refuse it, once read, if it is clearly not DNA.
+
+    A protein FASTA (or RNA, U for T) parses as FASTA and would otherwise be ingested
+    as a nucleotide assembly with nonsense TNF and GC.
+    """
+
+    def __init__(self) -> None:
+        self.bases = 0
+        self.odd = np.zeros(256, dtype=np.int64)
+
+    def add(self, batch: FastaBatch) -> None:
+        self.bases += int(batch.offsets[-1] - batch.offsets[0])
+        if batch.odd_letters is not None:
+            self.odd += batch.odd_letters
+
+    def check(self, path: Path) -> None:
+        """BadInputError if more than 1 - MIN_NUCLEOTIDE_SHARE of the letters are not DNA."""
+        n_odd = int(self.odd.sum())
+        if not self.bases or n_odd <= (1 - MIN_NUCLEOTIDE_SHARE) * self.bases:
+            return
+        order = np.argsort(-self.odd, kind="stable")
+        common = [chr(b) for b in order[:_SHOW_LETTERS].tolist() if self.odd[b]]
+        shown = ", ".join(repr(c) for c in common)
+        if common[0] == "U" and self.odd[ord("U")] >= 0.9 * n_odd:
+            guess = "an RNA FASTA (U for T)?"
+        else:
+            guess = "a protein FASTA?"
+        raise BadInputError(
+            f"{path}: mostly non-nucleotide letters ({n_odd / self.bases:.0%} of the bases are "
+            f"not A/C/G/T, N or an IUPAC code, e.g. {shown}): {guess}"
+        )
 
 
 def _raise_non_letter(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tdstore.errors import BadInputError, UsageError
+from tdstore.ingest.files import require_regular_file
 from tdstore.taxonomy import parse_lineage
 
 FORMATS: tuple[str, ...] = ("taxometer", "mmseqs2", "cami")
@@ -41,13 +42,10 @@ class LabelRecord:
 
 
 def _open_binary(path: Path):
-    if path.is_dir():
-        raise BadInputError(f"{path}: is a directory, expected a label file")
-    try:
-        with path.open("rb") as probe:
-            gzipped = probe.read(2) == b"\x1f\x8b"
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such file") from None
+    # A regular file only: the gzip probe below would use up the start of a pipe.
+    require_regular_file(path)
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if gzipped else path.open("rb")
 
 

@@ -12,7 +12,7 @@ uninterrupted one with the same thread count::
 
     saved = TrainingState.open(store, "kd", key=training_key(config, arrays))
     state = saved.load("fit")          # None: nothing saved, start fresh
-    saved.save("fit", state)           # atomic; cheap to call, writes only when due
+    saved.save("fit", state)           # atomic safetensors, no pickle
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from tdstore.store import Store, validate_name
 
 RESUME_DIR = ".resume"
 KEY_FILE = "key.json"
+SUFFIX = ".safetensors"
 # The default interval: a 200k-contig CPU epoch takes about 45 s, so a kill loses at most
 # about two epochs, while a fast GPU run (epochs of a fraction of a second) does not spend
 # its time writing the ~20 MB state after every epoch.
@@ -95,15 +96,11 @@ class TrainingState:
         return self._loaded[phase]
 
     def _read(self, phase: str) -> dict[str, Any] | None:
-        import torch
-
-        path = self.folder / f"{phase}.pt"
+        path = self.folder / f"{phase}{SUFFIX}"
         if not path.exists():
             return None
         try:
-            # weights_only: the file holds tensors, numbers, strings and containers, nothing
-            # that runs code on load.
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = read_state(path)
         except Exception:  # a damaged file (disk full, edited): not worth failing the run for
             self.clear()
             self.discarded = True
@@ -120,14 +117,11 @@ class TrainingState:
         return time.monotonic() - self._last_save >= self.every_s
 
     def save(self, phase: str, state: dict[str, Any]) -> None:
-        import torch
-
         self.folder.mkdir(parents=True, exist_ok=True)
         key_file = self.folder / KEY_FILE
         if not key_file.exists():
             write_json_atomic(key_file, {"key": self.key})
-        with atomic_path(self.folder / f"{phase}.pt") as tmp:
-            torch.save(state, tmp)
+        write_state(self.folder / f"{phase}{SUFFIX}", state)
         self._last_save = time.monotonic()
 
     def clear(self) -> None:
@@ -140,3 +134,64 @@ def clear(folder: Path) -> None:
         discard(folder)
     with contextlib.suppress(OSError):  # the last run's state gone: runs/.resume too
         folder.parent.rmdir()
+
+
+# ----- the state as safetensors: tensors in the file, the rest as JSON in its metadata ---------
+# Like every weight file tdstore writes, no pickle: loading a state cannot run code.
+_STATE_KEY = "tdstore.training_state"
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a nested state (dicts, lists, tuples, numbers, strings, tensors) atomically."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, Any] = {}
+    document = json.dumps(_encode(state, tensors))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_STATE_KEY: document})
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        document = (handle.metadata() or {})[_STATE_KEY]
+        names = list(handle.keys())  # a safe_open handle is not iterable
+        tensors = {key: handle.get_tensor(key) for key in names}
+    return _decode(json.loads(document), tensors)
+
+
+def _encode(value: Any, tensors: dict[str, Any]) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        key = f"t{len(tensors)}"
+        # A copy of its own: safetensors refuses tensors that share memory.
+        tensors[key] = value.detach().to("cpu", copy=True).contiguous()
+        return {"__tensor__": key}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, tensors) for v in value]}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {"__dict__": {k: _encode(v, tensors) for k, v in value.items()}}
+        # Optimiser state is keyed by parameter index (int).
+        return {"__items__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in value.items()]}
+    if isinstance(value, list):
+        return [_encode(v, tensors) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"cannot save a {type(value).__name__} in a training state")
+
+
+def _decode(value: Any, tensors: dict[str, Any]) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if "__tuple__" in value:
+        return tuple(_decode(v, tensors) for v in value["__tuple__"])
+    if "__items__" in value:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in value["__items__"]}
+    return {k: _decode(v, tensors) for k, v in value["__dict__"].items()}

@@ -5,6 +5,8 @@ aligned by contig id) scaled with the run's stored normalisation statistics::
 
     path = predict_store(store, "kd-a05")                       # runs/kd-a05/predictions.parquet
     predict_new(store, "kd-a05", "new.fna", "new_abundance.tsv", "new.parquet")
+
+Contigs shorter than the store's ingest minimum get a row without a call.
 """
 
 from __future__ import annotations
@@ -206,10 +208,25 @@ def write_predictions(store: Store, folder: Path, table: pa.Table, run: str) -> 
 
 def predict_store(store: Store, name: str, *, device: str = "cpu", progress: bool = False) -> Path:
     """Recompute runs/<name>/predictions.parquet from the saved weights."""
+    from tdstore.devices import check_device
+
+    check_device(device)
     with store.lock(f"run-{name}"):
         loaded = load_model(store, name, device=device)
         table = store_prediction_table(store, loaded, device=device, progress=progress)
         return write_predictions(store, runs.run_dir(store, name), table, name)
+
+
+@dataclass
+class NewContigs:
+    """The contigs of a FASTA file to predict, in file order, with their features."""
+
+    ids: list[str]
+    usable: np.ndarray  # (n,) bool: long enough, with a tetramer of A/C/G/T
+    features: np.ndarray  # (usable.sum(), inputs) scaled like the run's training rows
+    min_length: int
+    n_short: int  # shorter than min_length: no call
+    n_no_tetramer: int  # long enough, but not one window of four A/C/G/T bases: no call
 
 
 def new_contig_features(
@@ -218,34 +235,53 @@ def new_contig_features(
     fasta: Path,
     abundance: Path | None,
     *,
-    min_length: int = 0,
-) -> tuple[list[str], np.ndarray]:
-    """(contig ids, feature matrix) of a FASTA file, scaled with a run's statistics."""
-    import dnaio
+    min_length: int,
+) -> NewContigs:
+    """Features of a FASTA file's contigs computed exactly as ingest computes them.
 
-    from tdstore.features.tnf import tnf
+    The file is read and checked by ingest's own reader (ids, duplicates, empty records,
+    characters), and TNF is projected from the same tetramer counts. Contigs shorter than
+    ``min_length`` (the store's ingest minimum: the student never saw shorter ones) or
+    without a single countable tetramer (whose TNF is undefined) get no features and no
+    call; they need no abundance row either.
+    """
+    from tdstore.features.tnf import project
+    from tdstore.ingest.fasta import LetterTally, read_fasta_batches
 
-    ids: list[str] = []
-    seqs: list[bytes] = []
-    with dnaio.open(str(fasta), mode="r") as reader:
-        for record in reader:
-            if len(record.sequence) < min_length:
-                continue
-            ids.append(record.name.split()[0])
-            seqs.append(record.sequence.encode("ascii", "replace"))
-    if not ids:
-        raise BadInputError(f"{fasta}: no contigs (of at least {min_length} bp)")
-    composition = np.concatenate(
-        [tnf(seqs[i : i + 4096]) for i in range(0, len(seqs), 4096)], axis=0
-    )
     k = len(stats.abundance_column_sums)
+    if abundance is None and k:
+        raise UsageError(f"the run was trained with {k} samples: pass --abundance")
+    ids: list[str] = []
+    masks: list[np.ndarray] = []
+    parts: list[np.ndarray] = []
+    n_short = n_no_tetramer = 0
+    letters = LetterTally()  # a protein FASTA is refused, as by ingest
+    for batch in read_fasta_batches(fasta):
+        letters.add(batch)
+        long_enough = batch.lengths >= min_length
+        counted = batch.tetramers.sum(axis=1) > 0
+        usable = long_enough & counted
+        n_short += int((~long_enough).sum())
+        n_no_tetramer += int((long_enough & ~counted).sum())
+        ids.extend(batch.ids)
+        masks.append(usable)
+        parts.append(project(batch.tetramers[usable]))
+    letters.check(fasta)
+    usable = np.concatenate(masks)
+    composition = np.concatenate(parts, axis=0)
+    kept = [cid for cid, ok in zip(ids, usable.tolist(), strict=True) if ok]
     if abundance is None:
-        if k:
-            raise UsageError(f"the run was trained with {k} samples: pass --abundance")
-        depths = np.zeros((len(ids), 0), dtype=np.float32)
+        depths = np.zeros((len(kept), 0), dtype=np.float32)
     else:
-        depths = _aligned_abundance(abundance, ids, samples)
-    return ids, stats.transform(composition, depths)
+        depths = _aligned_abundance(abundance, kept, samples)
+    return NewContigs(
+        ids=ids,
+        usable=usable,
+        features=stats.transform(composition, depths),
+        min_length=min_length,
+        n_short=n_short,
+        n_no_tetramer=n_no_tetramer,
+    )
 
 
 def _aligned_abundance(path: Path, ids: list[str], samples: list[str]) -> np.ndarray:
@@ -263,27 +299,89 @@ def _aligned_abundance(path: Path, ids: list[str], samples: list[str]) -> np.nda
     return np.asarray(table.values[order][:, columns], dtype=np.float32)
 
 
+# --output of `predict --fasta`: its suffix picks the format.
+PARQUET_SUFFIXES = (".parquet",)
+TSV_SUFFIXES = (".tsv", ".txt")
+
+
+@dataclass
+class NewPrediction:
+    """What ``predict --fasta`` wrote, for the CLI to report."""
+
+    path: Path
+    contigs: int
+    called: int  # contigs with a call above the threshold
+    min_length: int
+    short: int  # shorter than min_length: a row without a call
+    no_tetramer: int  # no countable tetramer: a row without a call
+    # The run's store contigs were calibrated with their teacher's soft labels; new contigs
+    # have none, so theirs use the calibration fitted without that signal.
+    without_teacher_signal: bool = False
+
+
 def predict_new(
     store: Store,
     name: str,
-    fasta: Path,
-    abundance: Path | None,
-    output: Path,
+    fasta: Path | str,
+    abundance: Path | str | None,
+    output: Path | str,
     *,
     device: str = "cpu",
-) -> Path:
-    """Predict new contigs with a run; writes Parquet (predictions schema) or a Taxometer TSV."""
+    threshold: float | None = None,
+) -> NewPrediction:
+    """Predict new contigs with a run; writes Parquet (predictions schema) or a Taxometer TSV.
+
+    Every contig of ``fasta`` gets a row, in file order, so the output joins back to the
+    file; one shorter than the store's ingest minimum or without a tetramer of A/C/G/T
+    gets an empty lineage (unclassified) instead of a call the student cannot back.
+    ``threshold`` (default: export's) applies to the TSV; Parquet keeps every score.
+
+    A run distilled from a teacher's own soft labels calibrates store contigs with the
+    teacher's probability of each call too; new contigs have no soft labels, so their
+    scores come from the calibrator fitted on the same held-out rows without that signal
+    (calibrated, but not identical to what a store contig with the same sequence gets).
+    """
+    from tdstore.devices import check_device
+    from tdstore.export import DEFAULT_THRESHOLD, check_threshold
+    from tdstore.outputs import check_output_file
+
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    check_threshold(threshold)
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in PARQUET_SUFFIXES + TSV_SUFFIXES:
+        accepted = ", ".join(PARQUET_SUFFIXES + TSV_SUFFIXES)
+        raise UsageError(
+            f"--output {output}: unknown suffix {output.suffix or '(none)'!r}; "
+            f"use {accepted} (.tsv and .txt: Taxometer's TSV)"
+        )
+    check_output_file(output, store=store, inputs=[fasta, abundance])
+    check_device(device)
     loaded = load_model(store, name, device=device)
     samples = list(loaded.doc.get("samples") or store.samples)
-    ids, x = new_contig_features(loaded.normalisation, samples, Path(fasta), abundance)
-    arrays = predict_arrays(loaded.model, loaded.hierarchy, loaded.calibration, x, device=device)
-    table = predictions_table(np.arange(len(ids)), ids, arrays)
-    output = Path(output)
-    if output.suffix in {".tsv", ".txt"}:
+    contigs = new_contig_features(
+        loaded.normalisation,
+        samples,
+        Path(fasta),
+        None if abundance is None else Path(abundance),
+        min_length=int(store.core["min_length"]),
+    )
+    arrays = _empty_rows(len(contigs.ids))
+    rows = np.flatnonzero(contigs.usable)
+    if rows.size:
+        part = predict_arrays(
+            loaded.model, loaded.hierarchy, loaded.calibration, contigs.features, device=device
+        )
+        arrays.taxa[rows], arrays.raw[rows], arrays.scores[rows] = part.taxa, part.raw, part.scores
+    table = predictions_table(np.arange(len(contigs.ids)), contigs.ids, arrays)
+    from tdstore.export import called_lineages
+
+    called = sum(1 for _, taxa, _ in called_lineages(table, threshold=threshold) if taxa)
+    if suffix in TSV_SUFFIXES:
         from tdstore.atomic import write_bytes_atomic
         from tdstore.export import taxometer_lines
 
-        lines = taxometer_lines(table, store.taxonomy(), threshold=CALL_THRESHOLD)
+        lines = taxometer_lines(table, store.taxonomy(), threshold=threshold)
         write_bytes_atomic(output, "".join(lines).encode())
     else:
         from tdstore.tables import write_table
@@ -292,6 +390,26 @@ def predict_new(
             output,
             S.PREDICTIONS,
             table,
-            metadata={"run": name, "fasta": str(fasta), "note": "rows index the FASTA's contigs"},
+            metadata={
+                "run": name,
+                "fasta": str(fasta),
+                "note": "rows index the FASTA's contigs",
+                "min_length": contigs.min_length,
+            },
         )
-    return output
+    return NewPrediction(
+        path=output,
+        contigs=len(contigs.ids),
+        called=called,
+        min_length=contigs.min_length,
+        short=contigs.n_short,
+        no_tetramer=contigs.n_no_tetramer,
+        without_teacher_signal="teacher" in loaded.calibration.coefs,
+    )
+
+
+def _empty_rows(n: int) -> PredictionArrays:
+    """``n`` rows without a call: no taxa, NaN scores (an empty lineage in the table)."""
+    return PredictionArrays(
+        np.full((n, 7), -1, dtype=np.int64), np.full((n, 7), np.nan), np.full((n, 7), np.nan)
+    )

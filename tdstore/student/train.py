@@ -10,6 +10,7 @@ the run directory with one rename::
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import time
@@ -21,7 +22,8 @@ import numpy as np
 
 from tdstore import __version__
 from tdstore.atomic import atomic_path, write_json_atomic
-from tdstore.errors import ConflictError, UsageError
+from tdstore.calls import refuse_key_clash
+from tdstore.errors import BadInputError, ConflictError, UsageError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store, validate_name
 from tdstore.student import runs
@@ -111,19 +113,40 @@ def _check(request: TrainRequest) -> None:
             raise UsageError(f"{option} must be in [0, 1] (0 = off)")
     if not 0.0 <= fit.alpha <= 1.0:
         raise UsageError("--alpha must be in [0, 1]")
-    if fit.temperature <= 0:
-        raise UsageError("--temperature must be positive")
-    if fit.epochs < 1 or fit.batch_size < 2 or fit.lr <= 0:
+    # Written as `not x > 0` so that NaN is refused too.
+    if not fit.temperature > 0 or math.isinf(fit.temperature):
+        raise UsageError("--temperature must be a positive number")
+    if fit.epochs < 1 or fit.batch_size < 2 or not 0 < fit.lr < math.inf:
         raise UsageError("--epochs >= 1, --batch-size >= 2 and --lr > 0 are required")
+    if fit.seed < 0:
+        raise UsageError("--seed must be >= 0")
+    if fit.patience is not None and fit.patience < 0:
+        raise UsageError("--patience must be >= 0 (0 = no early stopping)")
     if fit.schedule not in SCHEDULES:
         raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}")
     if fit.kd_rows not in KD_ROWS:
         raise UsageError(f"--kd-rows must be one of {', '.join(KD_ROWS)}")
-    if fit.device.startswith("cuda"):
-        import torch
+    from tdstore.devices import check_device
 
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available")
+    check_device(fit.device)
+
+
+# Fewer classified rows than this (or a single taxon) cannot train a student: with one
+# leaf every contig would get that taxon with score 1.0.
+MIN_CLASSIFIED_ROWS = 10
+
+
+def _enough_labels(inputs: Any, request: TrainRequest) -> None:
+    classified = int((inputs.labels > 0).sum())
+    if classified >= MIN_CLASSIFIED_ROWS and inputs.hierarchy.n_leaves >= 2:
+        return
+    rows = f"label set {request.labels!r}" + (
+        f" on subset {request.subset!r}" if request.subset else ""
+    )
+    raise BadInputError(
+        f"{rows}: {classified} classified rows over {inputs.hierarchy.n_leaves} taxa; a student "
+        f"needs at least {MIN_CLASSIFIED_ROWS} classified rows and 2 taxa"
+    )
 
 
 def versions() -> dict[str, str]:
@@ -173,6 +196,7 @@ def train(
             raise ConflictError(
                 f"{store.path}: run {name!r} exists; pass --overwrite to replace it"
             )
+        refuse_key_clash(store, "pred", name)
         with atomic_path(target) as tmp:
             tmp.mkdir(parents=True)
             doc = _train_into(store, request, name, tmp, progress=progress, argv=argv)
@@ -240,6 +264,7 @@ def _train_into(
     )
     loaded_s = time.perf_counter() - started
     hierarchy = inputs.hierarchy
+    _enough_labels(inputs, request)
     held = split_heldout(inputs.labels, request.calibration_fraction, fit.seed)
     train_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
     lo, hi = hierarchy.label_ranges(inputs.labels)

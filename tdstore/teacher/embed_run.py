@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tdstore import __version__
+from tdstore.devices import check_device
 from tdstore.errors import ConflictError, IncompleteError, ModelError, UsageError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store, validate_name
@@ -445,6 +446,7 @@ def embed(
 
     started = time.monotonic()
     index, count = parse_shard(shard)
+    check_device(device, allow_auto=True)  # before the model loads, whatever the backend
     store.core  # noqa: B018 - clear error if the store has no contigs yet
     backend = make_backend(
         model,

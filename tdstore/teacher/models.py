@@ -65,15 +65,13 @@ def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible (``cuda:LOCAL_RANK`` under torchrun), else cpu."""
     import torch
 
-    if device not in {"auto", "cpu", "cuda"} and not device.startswith("cuda:"):
-        raise UsageError(f"--device {device}: expected cuda, cpu or auto")
+    from tdstore.devices import check_device
+
+    device = check_device(device, allow_auto=True)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA GPU is visible")
-        if device == "cuda" and "LOCAL_RANK" in os.environ:
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device
 
 

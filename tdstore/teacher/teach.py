@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tdstore.devices import check_device
 from tdstore.errors import BadInputError, ConflictError, UsageError
 from tdstore.progress import Progress
 from tdstore.store import Store, validate_name
@@ -69,8 +70,7 @@ class TeachConfig:
             raise UsageError("epochs, batch size and patience must be at least 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UsageError(f"validation fraction must be in [0, 1), not {self.val_fraction}")
-        if self.device.split(":")[0] not in {"cpu", "cuda"}:
-            raise UsageError(f"--device must be cpu or cuda, not {self.device!r}")
+        check_device(self.device)
         return self
 
 
@@ -538,6 +538,7 @@ def teach(
 ) -> str:
     """Train the teacher head(s) and publish ``soft_labels/<name>`` (+ its head); returns name."""
     import tdstore
+    from tdstore.calls import refuse_key_clash
     from tdstore.teacher import soft_labels as SL
     from tdstore.teacher.embed_store import load_embeddings
     from tdstore.teacher.heads import save_head
@@ -554,15 +555,11 @@ def teach(
         device=device,
         label_posterior=label_posterior,
     ).validate()
-    if config.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is visible")
     path = SL.table_path(store, name)
     with store.lock(f"soft_labels-{name}"):
         if path.exists() and not overwrite:
             raise ConflictError(f"{path}: soft labels {name!r} exist; pass --overwrite to replace")
+        refuse_key_clash(store, "soft", name)
         label_table, label_meta = store.labels(labels)
         _, embedding_attrs = load_embeddings(store, embeddings, rows=np.zeros(0, np.int64))
         resolved = {"name": name, "embeddings": embeddings, "labels": labels, **asdict(config)}

@@ -11,17 +11,47 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
+from typing import Any
 
 import click
 import typer
+
+# typer >= 0.25 parses with its own copy of click; its usage errors are these classes.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperGroup
+from typer.exceptions import Abort
 
 from tdstore import __version__
 from tdstore.errors import EXIT_CODES, TdstoreError
 
 
 class _Group(TyperGroup):
-    """Turns library errors into one line on stderr and their documented exit code."""
+    """Turns library errors into one line on stderr and their documented exit code.
+
+    Usage errors too (a missing option, a value of the wrong type): click would draw a
+    boxed, multi-line message; a SLURM log or a pipeline's stderr reads one line better.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except Abort:
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+        # With standalone_mode=False click returns ctx.exit()'s code (or the command's None).
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context) -> object:
         try:

@@ -601,3 +601,23 @@ def test_crlf_and_lowercase_fasta_work(variant, stores, cli, tmp_path):
     assert got.contigs(columns=columns).equals(want.contigs(columns=columns))
     np.testing.assert_array_equal(got.tnf()[:], want.tnf()[:])
     assert [s for _, s in got.iter_sequences()] == [s for _, s in want.iter_sequences()]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["embed", "s.tdstore"], "error: Missing option '--model'."),
+        (
+            ["train", "s.tdstore", "--labels", "x", "--epochs", "abc"],
+            "error: Invalid value for '--epochs'",
+        ),
+        (["train", "s.tdstore", "--nope"], "error: No such option: --nope"),
+        (["nosuch"], "error: No such command 'nosuch'."),
+    ],
+)
+def test_usage_errors_are_one_line(cli, args, message):
+    """click would draw a box; SLURM logs and pipelines read one line better."""
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert "--help`)" in result.stderr

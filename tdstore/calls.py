@@ -482,7 +482,7 @@ class _RowStream:
         import pyarrow.parquet as pq
 
         self.path = path
-        self._batches = pq.ParquetFile(path).iter_batches(
+        self._batches = pq.ParquetFile(path, page_checksum_verification=True).iter_batches(
             batch_size=BLOCK_ROWS, columns=["row", *columns]
         )
         self._pending: list[Any] = []

@@ -233,7 +233,7 @@ class Store:
         path = self.core_dir / "sequences.parquet"
         read_metadata(path, S.SEQUENCES)
         wanted = None if rows is None else set(int(r) for r in rows)
-        with pq.ParquetFile(path) as handle:
+        with pq.ParquetFile(path, page_checksum_verification=True) as handle:
             for batch in handle.iter_batches(batch_size=batch_rows):
                 row_col = batch.column(0).to_numpy()
                 seqs = batch.column(1)

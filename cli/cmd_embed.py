@@ -73,9 +73,13 @@ def run(
             help="Padded tokens per batch (default 65536 on GPU, 8192 on CPU); halved on OOM.",
         ),
     ] = None,
+    # Model options default to None so that one given with kmer:K can be refused.
     pooling: Annotated[
-        str, typer.Option("--pooling", help="mean (masked mean) or last (last non-pad token).")
-    ] = "mean",
+        str | None,
+        typer.Option(
+            "--pooling", help="mean (masked mean, the default) or last (last non-pad token)."
+        ),
+    ] = None,
     window: Annotated[
         int | None,
         typer.Option(
@@ -97,11 +101,17 @@ def run(
         ),
     ] = None,
     layer: Annotated[
-        int, typer.Option("--layer", help="Hidden layer to pool; -1 = last (after the norm).")
-    ] = -1,
+        int | None,
+        typer.Option(
+            "--layer", help="Hidden layer to pool; -1 = last (after the norm), the default."
+        ),
+    ] = None,
     dtype: Annotated[
-        str, typer.Option("--dtype", help="bf16, fp16, fp32 or auto (bf16 on GPU, fp32 on CPU).")
-    ] = "auto",
+        str | None,
+        typer.Option(
+            "--dtype", help="bf16, fp16, fp32 or auto (the default: bf16 on GPU, fp32 on CPU)."
+        ),
+    ] = None,
     cache: Annotated[
         Path | None,
         typer.Option(
@@ -118,16 +128,31 @@ def run(
         int | None,
         typer.Option(
             "--n-shards",
-            help="Shards of a new set (default 64; fewer for small sets; <= 16384 rows each).",
+            help=(
+                "Shards of a new set (default 64; fewer for small sets; <= 16384 rows each); "
+                "an existing set keeps its own count, another is refused."
+            ),
         ),
     ] = None,
     max_shards: Annotated[
         int | None,
         typer.Option("--max-shards", help="Stop after N shards (for time-limited jobs)."),
     ] = None,
+    require_complete: Annotated[
+        bool,
+        typer.Option(
+            "--require-complete",
+            help="Exit 4 unless all of this worker's shards are done at the end (workflows).",
+        ),
+    ] = False,
 ) -> None:
-    """Embed every contig of STORE (whole contigs, in windows); re-run to resume."""
+    """Embed every contig of STORE (whole contigs, in windows); re-run to resume.
+
+    Options for a model directory only (--pooling, --window, --stride, --max-windows,
+    --layer, --dtype, --batch-tokens, --trust-remote-code) are refused with kmer:K.
+    """
     import tdstore
+    from tdstore.errors import IncompleteError
     from tdstore.teacher.embed_run import embed
 
     summary = embed(
@@ -163,26 +188,50 @@ def run(
         f"{summary['tokens']:,} tokens in {busy:.1f} s of shards{rate} "
         f"({summary['seconds']:.1f} s in all, start-up included)"
     )
+    if require_complete and summary["shards_left"]:
+        # A workflow must not mark this worker done when a shard was skipped (locked by
+        # another process) or --max-shards stopped early.
+        left = summary["pending"]
+        raise IncompleteError(
+            f"embeddings/{summary['name']}: worker {summary['worker']} has "
+            f"{len(left)} shard(s) unfinished ({_shown(left)}); another process holds "
+            "them or --max-shards stopped early; re-run the same command to finish"
+        )
+
+
+def _shown(shards: list[int], limit: int = 12) -> str:
+    return ", ".join(map(str, shards[:limit])) + (" ..." if len(shards) > limit else "")
 
 
 def status(
     store: StorePath,
     name: Annotated[str | None, typer.Argument(help="Embedding set (default: all).")] = None,
+    require_complete: Annotated[
+        bool,
+        typer.Option(
+            "--require-complete",
+            help="Exit 4 if a set (or the store: no sets) is incomplete, e.g. before teach.",
+        ),
+    ] = False,
 ) -> None:
     """Done and pending shards, tokens and throughput of the embedding sets."""
     import tdstore
+    from tdstore.errors import IncompleteError
     from tdstore.teacher import embed_store
 
     handle = tdstore.open(store)
     names = [name] if name else embed_store.list_names(handle)
     if not names:
         typer.echo(f"{store}: no embedding sets")
+        if require_complete:
+            raise IncompleteError(f"{store}: no embedding sets; run tdstore embed first")
         return
+    incomplete = []
     for set_name in names:
         state = embed_store.status(handle, set_name)
         rate = state["tokens_per_s"]
         pending = state["pending"]
-        shown = ", ".join(map(str, pending[:12])) + (" ..." if len(pending) > 12 else "")
+        shown = _shown(pending)
         typer.echo(
             f"{set_name}: {state['done']}/{state['n_shards']} shards done, "
             f"{state['rows_done']:,}/{state['n_rows']:,} contigs "
@@ -192,3 +241,9 @@ def status(
         typer.echo(f"  model {state['model']}, fingerprint {str(state['fingerprint'])[:12]}")
         if pending:
             typer.echo(f"  pending shards: {shown}")
+            incomplete.append(f"{set_name} ({len(pending)} of {state['n_shards']} shards pending)")
+    if require_complete and incomplete:
+        raise IncompleteError(
+            f"{store}: embedding set(s) incomplete: {'; '.join(incomplete)}; "
+            "re-run tdstore embed to finish"
+        )

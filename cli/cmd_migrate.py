@@ -24,6 +24,7 @@ def migrate(
     """Upgrade every stored object to this tdstore's schema versions (all checked first)."""
     import tdstore
     from tdstore import migrate as mig
+    from tdstore.errors import SchemaError
 
     handle = tdstore.open(store)
     found = mig.inventory(handle)
@@ -33,6 +34,14 @@ def migrate(
                 f"{str(item.path.relative_to(handle.path)):<48} {item.schema:<28} "
                 f"v{item.version} ({item.state})"
             )
+    # All of them, as `tdstore check` lists its problems, and the same exit code (5).
+    blocked = mig.problems(handle)
+    if blocked:
+        for problem in blocked:
+            typer.echo(f"problem: {problem}", err=True)
+        raise SchemaError(
+            f"{store}: {len(blocked)} object(s) cannot be migrated; nothing was changed"
+        )
     lines = mig.migrate(handle, dry_run=dry_run)
     for line in lines:
         typer.echo(("would migrate " if dry_run else "migrated ") + line)

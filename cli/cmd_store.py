@@ -87,22 +87,44 @@ def check(
             help="Delete leftovers of killed commands (*.tmp-*); refused while a command writes.",
         ),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print {"ok", "problems", "notes", "exit_code"} as JSON; the exit code is kept.',
+        ),
+    ] = False,
 ) -> None:
     """Check schemas, refhash, array shapes and that every published object is complete."""
     import tdstore
     from tdstore.check import check_store, leftovers, remove_leftovers
-    from tdstore.errors import IncompleteError, SchemaError, UnfinishedProblem
+    from tdstore.errors import IncompleteError, SchemaError, TdstoreError, UnfinishedProblem
 
     handle = tdstore.open(store)
     found = remove_leftovers(handle) if clean else leftovers(handle)
-    for path in found:
-        what = "removed" if clean else "leftover of a killed or running command (--clean removes)"
-        typer.echo(f"note: {what}: {path.relative_to(handle.path)}", err=True)
+    what = "removed" if clean else "leftover of a killed or running command (--clean removes)"
+    notes = [f"{what}: {path.relative_to(handle.path)}" for path in found]
     problems = check_store(handle, deep=deep)
-    if problems:
+    verdict: TdstoreError | None = None
+    if problems and all(isinstance(problem, UnfinishedProblem) for problem in problems):
+        verdict = IncompleteError(f"{store}: {len(problems)} unfinished object(s); resume them")
+    elif problems:
+        verdict = SchemaError(f"{store}: {len(problems)} problem(s) found")
+    if as_json:
+        report = {
+            "store": str(handle.path),
+            "ok": not problems,
+            "problems": [str(problem) for problem in problems],
+            "notes": notes,
+            "exit_code": verdict.exit_code if verdict else 0,
+        }
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
         for problem in problems:
             typer.echo(f"problem: {problem}", err=True)
-        if all(isinstance(problem, UnfinishedProblem) for problem in problems):
-            raise IncompleteError(f"{store}: {len(problems)} unfinished object(s); resume them")
-        raise SchemaError(f"{store}: {len(problems)} problem(s) found")
-    typer.echo(f"{store}: ok")
+    if verdict is not None:
+        raise verdict
+    if not as_json:
+        typer.echo(f"{store}: ok")

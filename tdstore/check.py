@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 from pathlib import Path
 
 from tdstore.atomic import TMP_MARK, remove_path
-from tdstore.errors import ConflictError, TdstoreError
+from tdstore.errors import ConflictError, TdstoreError, UnfinishedProblem
 from tdstore.schemas import declarations as S
 from tdstore.stages import stage_modules
 from tdstore.store import Store
@@ -28,6 +29,11 @@ _ZARR_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
 def check_store(store: Store, *, deep: bool = False) -> list[str]:
+    """Every problem of the store, one line each, each naming its object once."""
+    return [_one_location(store, problem) for problem in _problems(store, deep=deep)]
+
+
+def _problems(store: Store, *, deep: bool) -> list[str]:
     problems: list[str] = []
     if not store.is_ingested:
         return problems
@@ -49,6 +55,26 @@ def check_store(store: Store, *, deep: bool = False) -> list[str]:
             except TdstoreError as exc:
                 problems.append(str(exc))
     return problems
+
+
+_LOCATION = re.compile(r"([^\s:]+): ")
+
+
+def _one_location(store: Store, problem: str) -> str:
+    """``x.zarr: x.zarr: made for ...`` -> ``x.zarr: made for ...``; keeps the problem's type.
+
+    Stage checks put the object's path before what went wrong, and the reader errors
+    they wrap often start with the same path already (relative or absolute): collapsing
+    here fixes every stage at once, and any that does it in future.
+    """
+    first = _LOCATION.match(problem)
+    second = _LOCATION.match(problem, first.end()) if first else None
+    if first is None or second is None:
+        return problem
+    if os.path.normpath(store.path / first[1]) != os.path.normpath(store.path / second[1]):
+        return problem
+    text = problem[: first.end()] + problem[second.end() :]
+    return UnfinishedProblem(text) if isinstance(problem, UnfinishedProblem) else text
 
 
 # ----- leftovers of killed writers ----------------------------------------------------------

@@ -69,4 +69,21 @@ def store_info(store: Store) -> dict[str, Any]:
         )
     for kind, module in stage_modules():
         info[kind] = {name: module.describe(store, name) for name in module.list_names(store)}
+    for name, detail in info["embeddings"].items():
+        _mark_other_content(store, name, detail)
     return info
+
+
+def _mark_other_content(store: Store, name: str, detail: dict[str, Any]) -> None:
+    """An embedding set made for other store content is not usable: ``current`` and
+    ``complete`` say so, as a subset's ``current`` does (every reader refuses such a set,
+    and its finished shards are another store's rows)."""
+    from tdstore.errors import ConflictError
+    from tdstore.teacher.embed_store import SUFFIX, read_attrs
+
+    try:
+        store.check_refhash(read_attrs(store, name), f"embeddings/{name}{SUFFIX}")
+    except ConflictError:
+        detail.update(complete=False, current=False)
+    else:
+        detail["current"] = True

@@ -7,6 +7,7 @@ through the chain of registered steps, each publishing the upgraded object atomi
 
     for found in inventory(tdstore.open("old.tdstore")): print(found.path, found.version)
     report = migrate(tdstore.open("old.tdstore"))          # what was upgraded
+    problems(tdstore.open("old.tdstore"))  # what cannot be migrated (untagged, too new, ...)
 
 A schema version bump in ``schemas/declarations.py`` must come with a step registered
 here (``@step("tdstore.labels", 1)``: version 1 -> 2) and a new frozen archive in
@@ -24,6 +25,7 @@ from typing import Any
 from tdstore.atomic import TMP_MARK
 from tdstore.errors import SchemaError
 from tdstore.schemas import METADATA_SCHEMA, METADATA_VERSION, SCHEMAS
+from tdstore.schemas import declarations as S
 from tdstore.store import Store
 
 # (schema name, from version) -> function upgrading the object at a path to version + 1.
@@ -118,26 +120,84 @@ def _pair(name: Any, version: Any) -> tuple[str, int] | None:
         return name, -1
 
 
-def plan(store: Store) -> list[tuple[Found, list[Step]]]:
-    """The steps each outdated object needs; SchemaError if one cannot be migrated."""
+# Where tdstore's objects live (relative to the store; Zarr nodes are directories), with
+# the schema each must be tagged with. A file there without a tag was not written by
+# tdstore or is damaged: readers refuse it, and migrate cannot upgrade what it cannot
+# identify, so it must say so rather than skip it.
+TAGGED: tuple[tuple[str, str], ...] = (
+    ("manifest.json", S.MANIFEST.name),
+    ("taxonomy.parquet", S.TAXONOMY.name),
+    ("core/core.json", S.CORE.name),
+    ("core/contigs.parquet", S.CONTIGS.name),
+    ("core/sequences.parquet", S.SEQUENCES.name),
+    ("core/features.zarr/tnf", S.TNF.name),
+    ("core/features.zarr/abundance", S.ABUNDANCE.name),
+    ("labels/*.parquet", S.LABELS.name),
+    ("metrics/*.parquet", S.METRICS.name),
+    ("embeddings/*.zarr", S.EMBEDDINGS.name),
+    ("embeddings/*.zarr/vectors", S.EMBEDDINGS.name),
+    ("embeddings/*.zarr/n_windows", S.EMBEDDING_WINDOWS.name),
+    ("soft_labels/*.parquet", S.SOFT_LABELS.name),
+    ("soft_labels/*.head.safetensors", S.TEACHER_HEAD.name),
+    ("subsets/*.parquet", S.SUBSET.name),
+    ("runs/*/run.json", S.RUN.name),
+    ("runs/*/metrics.parquet", S.METRICS.name),
+    ("runs/*/predictions.parquet", S.PREDICTIONS.name),
+)
+
+
+def untagged(store: Store) -> list[tuple[Path, str]]:
+    """Paths where tdstore keeps an object that carry no schema tag, each with the one expected."""
     out = []
+    for pattern, expected in TAGGED:
+        for path in sorted(store.path.glob(pattern)):
+            rel = path.relative_to(store.path)
+            if TMP_MARK in str(rel) or any(part.startswith(".") for part in rel.parts):
+                continue  # leftovers of killed writers, saved training state
+            node = path / "zarr.json" if path.suffix == ".zarr" or path.is_dir() else path
+            if not node.is_file() or _tag_of(node) is None:
+                out.append((path, expected))
+    return out
+
+
+def problems(store: Store) -> list[str]:
+    """Every object migrate cannot bring to the current schemas, one line each (path first).
+
+    Untagged objects, unknown or newer schemas, and versions with no registered step:
+    ``tdstore check`` refuses them too, and migrate changes nothing while any exists.
+    """
+    out = [
+        f"{path.relative_to(store.path)}: no tdstore schema tag (expected {expected}); "
+        "not written by tdstore or corrupt, so it cannot be migrated"
+        for path, expected in untagged(store)
+    ]
     for found in inventory(store):
-        if found.state == "current":
-            continue
-        if found.state != "needs migration":
-            raise SchemaError(
-                f"{found.path}: schema {found.schema} v{found.version}: {found.state}"
-            )
-        chain = []
-        for version in range(found.version, found.current):
-            function = STEPS.get((found.schema, version))
-            if function is None:
-                raise SchemaError(
-                    f"{found.path}: no migration of {found.schema} from version {version}; "
+        rel = found.path.relative_to(store.path)
+        if found.state in ("unknown schema", "newer than this tdstore"):
+            out.append(f"{rel}: schema {found.schema} v{found.version}: {found.state}")
+        elif found.state == "needs migration":
+            missing = [
+                v for v in range(found.version, found.current) if (found.schema, v) not in STEPS
+            ]
+            if missing:
+                out.append(
+                    f"{rel}: no migration of {found.schema} from version {missing[0]}; "
                     "use the tdstore version that wrote this store"
                 )
-            chain.append(function)
-        out.append((found, chain))
+    return out
+
+
+def plan(store: Store) -> list[tuple[Found, list[Step]]]:
+    """The steps each outdated object needs; SchemaError if any object cannot be migrated."""
+    blocked = problems(store)
+    if blocked:
+        more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+        raise SchemaError(f"{store.path}/{blocked[0]}{more}")
+    out = []
+    for found in inventory(store):
+        if found.state == "needs migration":
+            chain = [STEPS[(found.schema, v)] for v in range(found.version, found.current)]
+            out.append((found, chain))
     return out
 
 

@@ -171,3 +171,41 @@ def test_newer_objects_refused(archive, cli):
     _bump_subset_tag(path)  # as if written by a future tdstore
     result = cli("migrate", archive)
     assert result.exit_code == 5 and "newer than this tdstore" in result.stderr
+
+
+def _strip_parquet_tag(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({}), path)
+
+
+def _strip_zarr_tag(path: Path) -> None:
+    import json
+
+    node = json.loads((path / "zarr.json").read_text())
+    node["attributes"].pop("tdstore")
+    (path / "zarr.json").write_text(json.dumps(node))
+
+
+@pytest.mark.parametrize(
+    ("rel", "strip"),
+    [("labels/gold.parquet", _strip_parquet_tag), ("embeddings/kmer4.zarr", _strip_zarr_tag)],
+    ids=["parquet", "zarr"],
+)
+def test_untagged_objects_are_problems_migrate_cannot_fix(archive, cli, rel, strip):
+    """migrate used to skip them and say "all at the current schema versions", exit 0."""
+    strip(archive / rel)
+    before = raw_digests(archive)
+    checked = cli("check", archive)
+    assert checked.exit_code == 5 and "no tdstore schema tag" in checked.stderr, checked.stderr
+    for argv in (["migrate", archive, "--dry-run"], ["migrate", archive]):
+        result = cli(*argv)
+        assert result.exit_code == checked.exit_code, (argv, result.stdout, result.stderr)
+        assert f"problem: {rel}: no tdstore schema tag (expected tdstore." in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert "cannot be migrated" in result.stderr
+        assert "current schema versions" not in result.stdout
+    assert raw_digests(archive) == before
+    with pytest.raises(tdstore.errors.SchemaError, match="no tdstore schema tag"):
+        mig.plan(tdstore.open(archive))

@@ -171,3 +171,53 @@ def test_held_lock_gives_conflict(conc, tmp_path, cli, monkeypatch):
         result = cli("check", store, "--clean")
         assert result.exit_code == 6 and "is writing" in result.stderr
     assert not (store / "runs" / "held").exists()
+
+
+def _hold_lock(store: Path, key: str) -> subprocess.Popen[str]:
+    """Another live process holding one of the store's locks until its stdin closes."""
+    code = (
+        "import sys, tdstore\n"
+        "lock = tdstore.open(sys.argv[1]).lock(sys.argv[2])\n"
+        "lock.__enter__()\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(store), key],
+        env=step_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_set_not_replaced_while_another_process_computes_it(conc, tmp_path):
+    """A set with no finished shard yet, but a live worker on one: `embed` with other
+    settings under that name is refused (exit 6) instead of deleting it under the worker."""
+    from tdstore.teacher import embed_store
+    from tdstore.teacher.embed_run import make_backend
+
+    store = fresh_copy(conc["base"], tmp_path / "s")
+    handle = tdstore.open(store)
+    recipe = make_backend("kmer:4").recipe()
+    embed_store.open_or_create(handle, "r", recipe, n_shards=6)  # the first worker's set
+    before = embed_store.read_attrs(handle, "r")
+    holder = _hold_lock(store, embed_store.shard_lock_key("r", 3))  # ... computing shard 3
+    try:
+        code, output = _finish(_start("embed", store, "--model", "kmer:5", "--name", "r"))
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert code == 6 and len(errors) == 1, output
+    assert "being computed by another process (shard 3 is locked)" in errors[0]
+    assert "Traceback" not in output
+    assert embed_store.read_attrs(handle, "r") == before
+    # The worker gone (its lock released), the empty set may be replaced.
+    code, output = _finish(_start("embed", store, "--model", "kmer:5", "--name", "r"))
+    assert code == 0, output
+    assert embed_store.read_attrs(handle, "r")["model"] == "kmer:5"
+    assert check_store(handle, deep=True) == []

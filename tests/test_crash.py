@@ -247,6 +247,42 @@ def test_killed_teach_leftover_head_is_noted_and_replaced(crash, cli):
     assert _teach_result(store) == crash["reference"]["teach"]
 
 
+@pytest.mark.parametrize("point", ["publish:1", "publish:2", "published:2"])
+def test_killed_teach_overwrite_never_pairs_a_head_with_another_table(crash, cli, point):
+    """publish:2 used to leave the new head next to the old table, loaded without a word.
+
+    Now the set is the old pair, the new pair or absent (its head a leftover), and
+    readers check the head against the sha256 the table records.
+    """
+    import tdstore
+    from tdstore.errors import IncompleteError
+    from tdstore.teacher import soft_labels as SL
+
+    work = crash["root"] / "work"
+    store = fresh_copy(crash["templates"]["train"], work / "overwrite-teach")
+    old = SL.file_sha256(store / "soft_labels" / "kmer4.mmseqs.head.safetensors")
+    teach = crash["steps"]["teach"]
+    again = Step("teach", [*teach.argv[:-1], "2", "--overwrite"], compare=teach.compare)
+    assert again.argv[-3:] == ["--seed", "2", "--overwrite"]  # another head than the old one
+    assert run_step(again, store, kill_at=point).returncode == -9
+    handle = tdstore.open(store)
+    if SL.table_path(handle, "kmer4.mmseqs").exists():
+        recorded = SL.load_metadata(handle, "kmer4.mmseqs")["head_sha256"]
+        head = SL.head_path(handle, "kmer4.mmseqs")
+        assert SL.file_sha256(head) == recorded
+        SL.load_teacher_head(handle, "kmer4.mmseqs")
+    else:
+        with pytest.raises(IncompleteError, match="run `tdstore teach`"):
+            SL.load_teacher_head(handle, "kmer4.mmseqs")
+    result = cli("check", store, "--deep")
+    assert result.exit_code == 0, result.stderr
+    assert _rerun(again, store) == 0
+    result = cli("check", store, "--deep")  # a killed writer's *.tmp-* may remain (a note)
+    assert result.exit_code == 0 and "problem" not in result.stderr, result.stderr
+    new = SL.file_sha256(store / "soft_labels" / "kmer4.mmseqs.head.safetensors")
+    assert new != old and SL.load_metadata(handle, "kmer4.mmseqs")["head_sha256"] == new
+
+
 # ----- slow: >= 20 kill points per step ------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ingest", "embed", "teach", "train"])

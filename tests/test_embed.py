@@ -7,6 +7,7 @@ DNA, saved to disk and loaded through the same path as a real GenomeOcean checkp
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -51,7 +52,9 @@ def test_kmer_matrix_strand_free_and_normalised():
     np.testing.assert_array_equal(m[0], kmer.kmer_matrix([_revcomp(seqs[0])], 5)[0])
 
 
-@pytest.mark.parametrize("spec", ["kmer:3", "kmer:7", "kmer:x"])
+@pytest.mark.parametrize(
+    "spec", ["kmer:3", "kmer:7", "kmer:x", "kmer: 4", "kmer:4 ", "kmer:+4", "kmer:"]
+)
 def test_kmer_bad_spec(spec):
     with pytest.raises(UsageError):
         kmer.parse_kmer_model(spec)
@@ -282,6 +285,124 @@ def test_remote_code_needs_the_flag(tiny, tmp_path):
     (custom / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="trust-remote-code"):
         inspect_model(custom)
+
+
+def _edit_config(directory, **changes):
+    config = json.loads((directory / "config.json").read_text())
+    config.update(changes)
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def _edit_weights(directory, edit):
+    """Rewrite model.safetensors through ``edit(tensors) -> tensors`` (real safetensors)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = directory / "model.safetensors"
+    save_file(edit(load_file(weights)), weights, metadata={"format": "pt"})
+
+
+def _drop_tensor(tensors):
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    return tensors
+
+
+def _store_a_buffer(tensors):
+    import torch
+
+    # Older checkpoints stored the rotary frequencies; the model computes them itself.
+    tensors["model.rotary_emb.inv_freq"] = torch.ones(4)
+    return tensors
+
+
+WEIGHT_MISMATCHES = {
+    # config.json asks for one more layer than the weights hold
+    "more-layers": (
+        lambda d: _edit_config(d, num_hidden_layers=3),
+        r"9 weights missing from the files \(layers\.2\.",
+    ),
+    "fewer-layers": (
+        lambda d: _edit_config(d, num_hidden_layers=1),
+        r"9 stored weights unused \(model\.layers\.1\.",
+    ),
+    "dropped-tensor": (
+        lambda d: _edit_weights(d, _drop_tensor),
+        r"1 weights missing from the files \(layers\.1\.mlp\.up_proj\.weight\)",
+    ),
+    "wider": (
+        lambda d: _edit_config(d, hidden_size=48, head_dim=12),
+        r"weights of the wrong shape \(embed_tokens\.weight stored 64x32 vs config 64x48",
+    ),
+    # a BERT config of the Mistral checkpoint's size: nothing of BertModel is stored
+    "bert": (
+        lambda d: (d / "config.json").write_text(
+            json.dumps(
+                {
+                    "model_type": "bert",
+                    "architectures": ["BertModel"],
+                    "hidden_size": 32,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 4,
+                    "intermediate_size": 64,
+                    "vocab_size": 64,
+                    "max_position_embeddings": 32,
+                }
+            )
+        ),
+        r"weights missing from the files \(embeddings\.",
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(WEIGHT_MISMATCHES))
+def test_weights_not_matching_the_config_are_refused(variant, tiny, tmp_path):
+    """transformers would fill the gaps with random numbers and embed noise (exit 0)."""
+    from tdstore.teacher.models import load_model
+
+    edit, names = WEIGHT_MISMATCHES[variant]
+    broken = shutil.copytree(tiny, tmp_path / variant)
+    edit(broken)
+    with pytest.raises(ModelError, match=f"^{broken}: the weights do not match config.json: ") as e:
+        load_model(broken, device="cpu", dtype="fp32")
+    assert e.value.exit_code == 7
+    assert len(str(e.value).splitlines()) == 1
+    assert re.search(names, str(e.value)), str(e.value)
+
+
+def test_unsaved_buffers_and_the_lm_head_are_not_mismatches(tiny, tmp_path, teacher):
+    """inv_freq is computed, not loaded (absent or stored); lm_head is a head embed never uses."""
+    import torch
+
+    from tdstore.teacher.models import load_model
+
+    names = {name for name, _ in teacher.model.named_buffers()}
+    assert "rotary_emb.inv_freq" in names  # absent from the files, yet loaded fine
+    stored = shutil.copytree(tiny, tmp_path / "stored-buffer")
+    _edit_weights(stored, _store_a_buffer)
+    loaded = load_model(stored, device="cpu", dtype="fp32")
+    for (name, a), (_, b) in zip(
+        loaded.model.named_parameters(), teacher.model.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random-bytes"])
+def test_damaged_weight_files_are_a_model_error(damage, tiny, tmp_path):
+    from tdstore.teacher.models import inspect_model, load_model
+
+    broken = shutil.copytree(tiny, tmp_path / damage)
+    info = inspect_model(broken)  # before the damage: load_model's own check is tested too
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    if damage == "truncated":
+        weights.write_bytes(data[: len(data) // 2])
+    else:
+        weights.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    message = f"^{broken}: cannot load the weights \\("
+    with pytest.raises(ModelError, match=message + "model.safetensors: "):
+        inspect_model(broken)  # early: before embed creates anything
+    with pytest.raises(ModelError, match=message) as e:
+        load_model(info, device="cpu", dtype="fp32")
+    assert e.value.exit_code == 7 and len(str(e.value).splitlines()) == 1
 
 
 def test_out_of_memory_halves_the_budget(teacher, monkeypatch):

@@ -59,14 +59,15 @@ def _config(data: Path, workdir: Path, model: str) -> Path:
     return path
 
 
-def _run_workflow(data: Path, workdir: Path, model: str) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    configfile = _config(data, workdir, model)
+def _snakemake_run(
+    configfile: Path, workdir: Path, *targets: str, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env["TDSTORE_QUIET"] = "1"
-    result = subprocess.run(
+    return subprocess.run(
         [
             _snakemake(),
+            *targets,  # first: --quiet takes any number of values
             "-s",
             str(SNAKEFILE),
             "--configfile",
@@ -76,13 +77,20 @@ def _run_workflow(data: Path, workdir: Path, model: str) -> Path:
             "--directory",
             str(workdir),
             "--quiet",
-            "all",
+            "all",  # --quiet's choice (all messages), not a target
+            *extra,
         ],
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+def _run_workflow(data: Path, workdir: Path, model: str) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    configfile = _config(data, workdir, model)
+    result = _snakemake_run(configfile, workdir)  # the default target: rule all
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir / "results"
 
@@ -115,3 +123,84 @@ def test_workflow_with_tiny_transformer_teacher(simulated, tmp_path):
 
     state = status(tdstore.open(results / "sim.tdstore"), "teacher")
     assert state["pending"] == [] and len(state["workers"]) == 2
+
+
+def test_partial_embed_shard_job_fails_and_reruns(simulated, tmp_path):
+    """A shard skipped because another process holds its lock: its job fails, no .done."""
+    import tdstore
+    from tdstore.teacher.embed_store import shard_lock_key
+
+    configfile = _config(simulated, tmp_path, "kmer:4")
+    results = tmp_path / "results"
+    ingest = _snakemake_run(configfile, tmp_path, str(results / "sim.tdstore/core/core.json"))
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    status = results / "embed" / "teacher.status.txt"
+    done = [results / "embed" / f"teacher.shard{i}of2.done" for i in range(2)]
+    store = tdstore.open(results / "sim.tdstore")
+    with store.lock(shard_lock_key("teacher", 1)):  # "another process" computes shard 1
+        partial = _snakemake_run(configfile, tmp_path, str(status), extra=("--keep-going",))
+    assert partial.returncode != 0
+    assert done[0].exists() and not done[1].exists() and not status.exists()
+    log = (results / "logs" / "embed.shard1.log").read_text()
+    assert "worker 1/2 has 1 shard(s) unfinished (1)" in log
+    again = _snakemake_run(configfile, tmp_path, str(status))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert all(d.exists() for d in done) and "2/2 shards done" in status.read_text()
+
+
+SBATCH = SNAKEFILE.parent / "embed_array.sbatch"
+
+
+def _sbatch_task(store: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # The #SBATCH lines are comments to bash: the script runs as one array task would.
+    base = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "TDSTORE_QUIET": "1"}
+    return subprocess.run(
+        ["bash", str(SBATCH), str(store), "kmer:4", "k4"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_sbatch_stepped_array_with_tdstore_env(simulated, tmp_path):
+    """--array=0-4:2 is 3 tasks (IDs 0, 2, 4): every shard computed, via TDSTORE_ENV."""
+    import tdstore
+    from tdstore.teacher.embed_store import status
+
+    store = tmp_path / "s.tdstore"
+    ingest = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "tdstore"),
+            "ingest",
+            str(store),
+            "--fasta",
+            str(simulated / "contigs.fna.gz"),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TDSTORE_QUIET="1"),
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    venv = Path(sys.executable).parent.parent
+    assert (venv / "bin" / "activate").exists()
+    array = {
+        "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_MAX": "4",
+        "SLURM_ARRAY_TASK_STEP": "2",
+        "SLURM_ARRAY_TASK_COUNT": "3",
+        "TDSTORE_ENV": str(venv),
+        "TDSTORE_DEVICE": "cpu",
+    }
+    for task in ("4", "0", "2"):
+        result = _sbatch_task(store, {**array, "SLURM_ARRAY_TASK_ID": task})
+        assert result.returncode == 0, result.stdout + result.stderr
+    state = status(tdstore.open(store), "k4")
+    assert state["pending"] == [] and state["workers"] == ["0/3", "1/3", "2/3"]
+
+
+def test_sbatch_without_tdstore_says_so(tmp_path):
+    result = _sbatch_task(tmp_path / "s.tdstore", {"SLURM_ARRAY_TASK_ID": "0"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: tdstore not found on PATH; set TDSTORE_ENV")
+    assert result.stderr.count("\n") == 1

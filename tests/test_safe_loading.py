@@ -248,6 +248,34 @@ def test_trust_remote_code_runs_it(models, marker, store, tmp_path):
     assert marker.exists()
 
 
+def _more_layers(directory: Path) -> None:
+    config = json.loads((directory / "config.json").read_text())
+    config["num_hidden_layers"] += 1
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def _truncated(directory: Path) -> None:
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+@pytest.mark.parametrize("damage", [_more_layers, _truncated], ids=["more-layers", "truncated"])
+def test_weights_that_do_not_load_exactly_are_exit_7(
+    damage, store, cli, tmp_path, tmp_path_factory
+):
+    """Random initialisation of missing weights, or a SafetensorError traceback, was exit 0/1."""
+    copy = shutil.copytree(store, tmp_path / "s")
+    model = shutil.copytree(tiny_model(tmp_path_factory), tmp_path / "model")
+    damage(model)
+    result = cli("embed", copy, "--model", model, "--name", "x", "--device", "cpu")
+    assert result.exit_code == 7, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {model}: "), result.stderr
+    assert "Traceback" not in result.stderr
+    # Refused before the set is created (inspect_model, or loading the model first).
+    assert not (copy / "embeddings" / "x.zarr").exists()
+
+
 # ----- names cannot leave the store ----------------------------------------------------------
 BAD_NAMES = ["../x", "/tmp/x", "a/b", ".."]  # the character rules: test_store_core
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +199,92 @@ def test_flipped_bits_in_table_pages_are_refused(tmp_path):
         if not got.equals(good):
             silent.append(offset)
     assert silent == []
+
+
+@pytest.fixture
+def foreign_embeddings(cli, tmp_path, monkeypatch):
+    """A store holding its own k-mer set and one copied from a store of other contigs."""
+
+    monkeypatch.setenv("TDSTORE_QUIET", "1")
+    fasta = Path(__file__).parent / "data" / "bad" / "good.fna"
+    stores = {}
+    for name, min_length in (("s", 100), ("other", 335)):  # other: c4..c6 only
+        path = tmp_path / f"{name}.tdstore"
+        args = ("ingest", path, "--fasta", fasta, "--min-length", min_length)
+        assert cli(*args).exit_code == 0
+        assert cli("embed", path, "--model", "kmer:4").exit_code == 0
+        stores[name] = path
+    shutil.copytree(
+        stores["other"] / "embeddings" / "kmer4.zarr", stores["s"] / "embeddings" / "foreign.zarr"
+    )
+    return stores["s"]
+
+
+def test_check_names_each_object_once(foreign_embeddings, cli):
+    """It printed 'embeddings/foreign.zarr: embeddings/foreign.zarr: made for ...'."""
+    result = cli("check", foreign_embeddings)
+    assert result.exit_code == 5
+    problems = [line for line in result.stderr.splitlines() if line.startswith("problem: ")]
+    assert problems == [
+        "problem: embeddings/foreign.zarr: made for other store content "
+        f"(refhash {_refhash(foreign_embeddings.parent / 'other.tdstore')[:12]}, "
+        f"store {_refhash(foreign_embeddings)[:12]})"
+    ]
+
+
+def _refhash(path) -> str:
+    return tdstore.open(path).refhash
+
+
+def test_one_location_keeps_the_problem_kind(tmp_path):
+    from tdstore.check import _one_location
+    from tdstore.errors import UnfinishedProblem
+
+    store = tdstore.init(tmp_path / "s.tdstore")
+    absolute = f"{store.path}/labels/x.parquet"
+    assert _one_location(store, f"labels/x.parquet: {absolute}: bad") == "labels/x.parquet: bad"
+    unfinished = _one_location(store, UnfinishedProblem("a/b: a/b: unfinished; re-run"))
+    assert unfinished == "a/b: unfinished; re-run" and isinstance(unfinished, UnfinishedProblem)
+    for kept in ("a/b: c/d: x", "a/b: x", "no location here"):
+        assert _one_location(store, kept) == kept
+
+
+def test_info_shows_an_embedding_set_of_other_content_as_not_usable(foreign_embeddings, cli):
+    result = cli("info", foreign_embeddings, "--json")
+    assert result.exit_code == 0, result.stderr
+    embeddings = json.loads(result.stdout)["embeddings"]
+    assert embeddings["foreign"]["complete"] is False and embeddings["foreign"]["current"] is False
+    assert embeddings["kmer4"]["complete"] is True and embeddings["kmer4"]["current"] is True
+    assert "complete=False  current=False" in cli("info", foreign_embeddings).stdout
+
+
+def test_check_json_keeps_the_exit_code(foreign_embeddings, cli):
+    (foreign_embeddings / "labels.tmp-0123456789ab").mkdir()  # a killed writer's leftover
+    result = cli("check", foreign_embeddings, "--json")
+    assert result.exit_code == 5
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["exit_code"] == 5
+    text = cli("check", foreign_embeddings).stderr.splitlines()
+    assert report["problems"] == [
+        line.removeprefix("problem: ") for line in text if line.startswith("problem: ")
+    ]
+    assert report["problems"][0].startswith("embeddings/foreign.zarr: made for other store")
+    assert report["notes"] == [
+        "leftover of a killed or running command (--clean removes): labels.tmp-0123456789ab"
+    ]
+    assert not any(line.startswith(("problem:", "note:")) for line in result.stderr.splitlines())
+    # healthy and merely unfinished stores keep their codes too (0 and 4)
+    shutil.rmtree(foreign_embeddings / "embeddings" / "foreign.zarr")
+    shutil.rmtree(foreign_embeddings / "labels.tmp-0123456789ab")
+    healthy = cli("check", foreign_embeddings, "--json")
+    assert healthy.exit_code == 0
+    assert json.loads(healthy.stdout) == {
+        "store": str(foreign_embeddings),
+        "ok": True,
+        "problems": [],
+        "notes": [],
+        "exit_code": 0,
+    }
+    shutil.rmtree(foreign_embeddings / "embeddings" / "kmer4.zarr" / "shards" / "0")
+    unfinished = cli("check", foreign_embeddings, "--json")
+    assert unfinished.exit_code == 4 and json.loads(unfinished.stdout)["exit_code"] == 4

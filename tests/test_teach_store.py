@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tdstore
-from tdstore.errors import ConflictError
+from tdstore.errors import ConflictError, SchemaError
 from tdstore.taxonomy import RANKS
 from tdstore.teacher import soft_labels as SL
 
@@ -128,7 +128,8 @@ def test_cli_teach_conflict_overwrite_and_errors(store, cli):
     assert cli("check", store.path, "--deep").exit_code == 0
 
 
-def test_check_notices_a_foreign_head(store, tmp_path):
+def test_check_and_readers_notice_a_foreign_head(store, tmp_path):
+    """A head that is not the one the table records is refused, not silently used."""
     import shutil
 
     from tdstore.teacher.heads import TeacherHead, save_head
@@ -138,10 +139,18 @@ def test_check_notices_a_foreign_head(store, tmp_path):
     shutil.copy(head, saved)
     try:
         save_head(head, TeacherHead("linear", 136, np.arange(3)), {})
-        problems = SL.check(store, "kmer4.mmseqs", deep=True)
-        assert any("does not belong" in p for p in problems)
+        for deep in (False, True):  # not only --deep
+            problems = SL.check(store, "kmer4.mmseqs", deep=deep)
+            assert any(
+                "not the head of soft_labels/kmer4.mmseqs.parquet" in p and "--overwrite" in p
+                for p in problems
+            ), problems
+        with pytest.raises(SchemaError, match=r"not the head of .*re-run `tdstore teach"):
+            SL.load_teacher_head(store, "kmer4.mmseqs")
     finally:
         shutil.copy(saved, head)
+    assert SL.check(store, "kmer4.mmseqs", deep=False) == []
+    SL.load_teacher_head(store, "kmer4.mmseqs")
 
 
 def test_label_posterior_soft_labels_beat_teacher_and_labels(store, cli):

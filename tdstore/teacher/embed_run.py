@@ -36,7 +36,9 @@ from tdstore.teacher.embed_store import (
     read_marker,
     set_path,
     shard_checksum,
+    shard_lock_key,
     shard_rows,
+    verify_unchanged,
     write_marker,
 )
 from tdstore.teacher.engine import EmbedResult
@@ -46,23 +48,62 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def parse_shard(text: str | None, env: dict[str, str] | None = None) -> tuple[int, int]:
-    """``"i/N"``; else SLURM_ARRAY_TASK_ID/COUNT or RANK/WORLD_SIZE; else ``(0, 1)``."""
+    """``"i/N"``; else SLURM_ARRAY_TASK_ID/COUNT or RANK/WORLD_SIZE; else ``(0, 1)``.
+
+    A SLURM array may start anywhere and step (``--array=2-16:2``): task IDs map to
+    ``(ID - MIN) / STEP``, so every one of the COUNT tasks gets its own worker index and
+    no shard is left to nobody.
+    """
     env = dict(os.environ if env is None else env)
     if text:
         try:
             index, count = (int(x) for x in text.split("/"))
         except ValueError:
             raise UsageError(f"--shard {text}: expected i/N, e.g. 0/4") from None
+        where = f"--shard {text}"
     elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-        index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-        count = int(env["SLURM_ARRAY_TASK_COUNT"])
+        index, count = _slurm_array_worker(env)
+        where = "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT"
     elif "RANK" in env and "WORLD_SIZE" in env:
-        index, count = int(env["RANK"]), int(env["WORLD_SIZE"])
+        index, count = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
+        where = "RANK/WORLD_SIZE"
     else:
         return 0, 1
     if count < 1 or not 0 <= index < count:
-        raise UsageError(f"shard {index}/{count}: need 0 <= i < N")
+        raise UsageError(f"{where}: shard {index}/{count}, need 0 <= i < N")
     return index, count
+
+
+def _env_int(env: dict[str, str], variable: str, default: int | None = None) -> int:
+    """An integer from the environment; a bad one is a UsageError naming the variable."""
+    value = env.get(variable, "").strip()
+    if not value and default is not None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{variable}={env.get(variable, '')!r}: expected an integer") from None
+
+
+def _slurm_array_worker(env: dict[str, str]) -> tuple[int, int]:
+    """(worker index, workers) of a SLURM array task, for ``--array=MIN-MAX[:STEP]``."""
+    task = _env_int(env, "SLURM_ARRAY_TASK_ID")
+    count = _env_int(env, "SLURM_ARRAY_TASK_COUNT")
+    first = _env_int(env, "SLURM_ARRAY_TASK_MIN", 0)
+    step = _env_int(env, "SLURM_ARRAY_TASK_STEP", 1)
+    last = _env_int(env, "SLURM_ARRAY_TASK_MAX", first + (count - 1) * step)
+    if step < 1 or count < 1:
+        raise UsageError(
+            f"SLURM_ARRAY_TASK_STEP={step}, SLURM_ARRAY_TASK_COUNT={count}: expected both >= 1"
+        )
+    # A list (--array=1,4,5) has no constant step: some index would get no task.
+    if (task - first) % step or first + (count - 1) * step != last:
+        raise UsageError(
+            f"SLURM_ARRAY_TASK_ID={task}: the array ({first}-{last}, step {step}, {count} "
+            "tasks) is not one evenly stepped range; submit --array=0-N (or 0-N:STEP), "
+            "or pass --shard i/N"
+        )
+    return (task - first) // step, count
 
 
 class _Backend:
@@ -211,13 +252,53 @@ class _ModelBackend(_Backend):
         return self.engine.embed_tokens(prepared, on_batch=on_tokens)
 
 
+# Options only a model teacher uses (CLI spelling): given with kmer:K they would be ignored.
+_MODEL_OPTIONS = {
+    "pooling": "--pooling",
+    "window": "--window",
+    "stride": "--stride",
+    "max_windows": "--max-windows",
+    "layer": "--layer",
+    "dtype": "--dtype",
+    "batch_tokens": "--batch-tokens",
+    "trust_remote_code": "--trust-remote-code",
+}
+
+
 def make_backend(model: str, **options: Any) -> _Backend:
+    """The k-mer or model teacher; options left at None take the model's defaults."""
     from tdstore.teacher.kmer import parse_kmer_model
 
     k = parse_kmer_model(model)
     if k is not None:
+        given = [
+            flag
+            for key, flag in _MODEL_OPTIONS.items()
+            if options.get(key) is not None and options.get(key) is not False
+        ]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: only for a model directory, not --model {model} "
+                "(k-mer frequencies have no pooling, windows, layers or batches); leave "
+                f"{'it' if len(given) == 1 else 'them'} out"
+            )
         return _KmerBackend(k)
-    return _ModelBackend(Path(model), **options)
+    defaults = {"pooling": "mean", "layer": -1, "dtype": "auto"}
+    resolved = {
+        key: value if value is not None else defaults.get(key) for key, value in options.items()
+    }
+    return _ModelBackend(Path(model), **resolved)
+
+
+def _check_counts(n_shards: int | None, max_shards: int | None, batch_tokens: int | None) -> None:
+    # 0 or a negative count would be read as "the default" or as a slice from the end.
+    for flag, value in (
+        ("--n-shards", n_shards),
+        ("--max-shards", max_shards),
+        ("--batch-tokens", batch_tokens),
+    ):
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise UsageError(f"{flag} {value}: expected a positive whole number")
 
 
 def read_sequences(store: Store, rows: np.ndarray) -> list[str]:
@@ -348,6 +429,7 @@ def _run_shard(ctx: _Context, work: _ShardWork, progress: Any) -> dict[str, Any]
     position = {m: i for i, m in enumerate(work.unique)}
     index = np.asarray([position[m] for m in ctx.md5[a:b].tolist()], dtype=np.int64)
     vectors, n_windows = unique_vectors[index], unique_windows[index]
+    verify_unchanged(ctx.path, ctx.attrs, work.shard)
     vector_array, window_array = ctx.arrays()
     vector_array[a:b] = vectors
     window_array[a:b] = n_windows
@@ -376,6 +458,7 @@ def _run_shard(ctx: _Context, work: _ShardWork, progress: Any) -> dict[str, Any]
         "device": ctx.backend.device,
         "tdstore_version": __version__,
     }
+    verify_unchanged(ctx.path, ctx.attrs, work.shard)
     write_marker(ctx.path, work.shard, marker)
     ctx.cache.add(work.unique, unique_vectors, unique_windows)
     ctx.computed += len(work.compute)
@@ -424,12 +507,12 @@ def embed(
     shard: str | None = None,
     device: str = "auto",
     batch_tokens: int | None = None,
-    pooling: str = "mean",
+    pooling: str | None = None,
     window: int | None = None,
     stride: int | None = None,
     max_windows: int | None = None,
-    layer: int = -1,
-    dtype: str = "auto",
+    layer: int | None = None,
+    dtype: str | None = None,
     cache: Path | str | None = None,
     trust_remote_code: bool = False,
     n_shards: int | None = None,
@@ -440,11 +523,14 @@ def embed(
 
     Worker ``i`` of ``N`` (``shard="i/N"``, or from SLURM / torchrun variables) takes
     shards ``i, i+N, ...``; finished shards are skipped, so re-running resumes.
-    ``max_shards`` stops after that many shards (for time-limited jobs).
+    ``max_shards`` stops after that many shards (for time-limited jobs). Model options
+    left at None take the model's defaults (mean pooling, last layer, auto dtype); given
+    with ``kmer:K`` they are refused, since they would change nothing.
     """
     from tdstore.progress import Progress
 
     started = time.monotonic()
+    _check_counts(n_shards, max_shards, batch_tokens)
     index, count = parse_shard(shard)
     check_device(device, allow_auto=True)  # before the model loads, whatever the backend
     store.core  # noqa: B018 - clear error if the store has no contigs yet
@@ -464,9 +550,14 @@ def embed(
         name = (
             f"kmer{backend.k}"
             if isinstance(backend, _KmerBackend)
-            else (f"{backend.label}-{pooling}")
+            else (f"{backend.label}-{backend.settings['pooling']}")
         )
     validate_name(name, "embedding set")
+    if not set_path(store, name).exists():
+        # A new set will be computed: load the model first, so that weights which do not
+        # fit their config (exit 7) leave no empty set behind. Resumed or up-to-date sets
+        # load it only when a shard needs computing.
+        backend.ready()
     attrs = open_or_create(store, name, backend.recipe(), n_shards=n_shards, workers=count)
     path = set_path(store, name)
     log.info(
@@ -480,7 +571,7 @@ def embed(
         attrs["fingerprint"],
     )
     mine = list(range(index, int(attrs["n_shards"]), count))
-    pending = [s for s in mine if read_marker(path, s) is None]
+    pending = [s for s in mine if read_marker(path, s, attrs) is None]
     summary: dict[str, Any] = {
         "name": name,
         "fingerprint": attrs["fingerprint"],
@@ -537,11 +628,12 @@ def embed(
         finally:
             for release in held.values():
                 release()
-    left = [s for s in mine if read_marker(path, s) is None]
+    left = [s for s in mine if read_marker(path, s, attrs) is None]
     summary.update(
         status="done" if not left else "partial",
         shards_done=len(done_shards),
         shards_left=len(left),
+        pending=left,
         computed=ctx.computed,
         copied=ctx.copied,
         tokens=ctx.tokens,
@@ -557,7 +649,7 @@ def _claim_next(
     """Lock the next pending shard no other worker holds and start preparing it."""
     for position in range(start, len(pending)):
         shard = pending[position]
-        lock = ctx.store.lock(f"embed-shard-{ctx.name}@{shard}")
+        lock = ctx.store.lock(shard_lock_key(ctx.name, shard))
         try:
             lock.__enter__()
         except ConflictError:
@@ -567,10 +659,17 @@ def _claim_next(
         def release(lock: Any = lock) -> None:
             lock.__exit__(None, None, None)
 
-        if read_marker(ctx.path, shard) is not None:  # finished while we were busy
+        try:
+            # Under the shard lock the set cannot be replaced (a replacement takes every
+            # shard lock), so a set found unchanged here stays so until the lock is freed.
+            verify_unchanged(ctx.path, ctx.attrs, shard)
+            if read_marker(ctx.path, shard, ctx.attrs) is not None:  # finished meanwhile
+                release()
+                continue
+            work = _plan_shard(ctx, shard)
+        except BaseException:
             release()
-            continue
-        work = _plan_shard(ctx, shard)
+            raise
         work.future = pool.submit(_prepare, ctx, work)
         return work, position, release
     return None

@@ -21,10 +21,12 @@ use::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,7 +177,12 @@ def _create(
 def open_or_create(
     store: Store, name: str, recipe: Recipe, *, n_shards: int | None = None, workers: int = 1
 ) -> dict[str, Any]:
-    """The set's attrs; creates the set if new, refuses one made with other settings."""
+    """The set's attrs; creates the set if new, refuses one made with other settings.
+
+    An existing set is replaced only if it has no finished shard and no live process
+    holds one of its shard locks: a worker still computing into it must never find its
+    set deleted (and its shard published into a set made with other settings).
+    """
     fingerprint = fingerprint_of(
         {
             "schema": S.EMBEDDINGS.name,
@@ -186,24 +193,92 @@ def open_or_create(
     )
     # Two workers starting together: one creates, the other waits and then opens.
     with store.lock(f"embed-{name}", timeout=300):
-        if set_path(store, name).exists():
-            attrs = read_attrs(store, name)
-            store.check_refhash(attrs, set_path(store, name))
-            if attrs.get("fingerprint") == fingerprint:
-                return attrs
-            if _has_finished_shard(set_path(store, name), int(attrs.get("n_shards", 0))):
+        path = set_path(store, name)
+        if not path.exists():
+            return _create(store, name, recipe, fingerprint, n_shards, workers)
+        attrs = read_attrs(store, name)
+        store.check_refhash(attrs, path)
+        if attrs.get("fingerprint") == fingerprint:
+            _check_n_shards(name, attrs, n_shards)
+            return attrs
+        if _has_finished_shard(path, attrs):
+            raise ConflictError(_conflict_message(name, attrs, recipe.inputs))
+        with _all_shard_locks(store, name, attrs):
+            # A worker may have finished a shard between the check above and the locks.
+            if _has_finished_shard(path, attrs):
                 raise ConflictError(_conflict_message(name, attrs, recipe.inputs))
-            # Nothing finished (say the model failed to load): no work is lost by starting
-            # over, and refusing would leave the name blocked by an empty set.
+            # Nothing finished and nobody computing (say the model failed to load): no
+            # work is lost by starting over, and refusing would leave the name blocked.
             log.warning(
                 "embedding set %r has no finished shard and other settings: replacing it", name
             )
-            discard(set_path(store, name))
-        return _create(store, name, recipe, fingerprint, n_shards, workers)
+            discard(path)
+            return _create(store, name, recipe, fingerprint, n_shards, workers)
 
 
-def _has_finished_shard(path: Path, n_shards: int) -> bool:
-    return any(read_marker(path, shard) is not None for shard in range(n_shards))
+def shard_lock_key(name: str, shard: int) -> str:
+    """The lock a worker holds while computing one shard (and a replacement takes all of)."""
+    return f"embed-shard-{name}@{shard}"
+
+
+@contextlib.contextmanager
+def _all_shard_locks(store: Store, name: str, attrs: dict[str, Any]) -> Iterator[None]:
+    """Every shard lock of the set, taken without waiting; ConflictError if one is held."""
+    with contextlib.ExitStack() as held:
+        for shard in range(int(attrs.get("n_shards", 0))):
+            try:
+                held.enter_context(store.lock(shard_lock_key(name, shard)))
+            except ConflictError:
+                raise ConflictError(
+                    f"{store.path}: embedding set {name!r} has other settings and is being "
+                    f"computed by another process (shard {shard} is locked); wait for it to "
+                    "finish, or pass --name for a new set"
+                ) from None
+        yield
+
+
+def _check_n_shards(name: str, attrs: dict[str, Any], n_shards: int | None) -> None:
+    # A count that gives the set's own layout is fine (a request above the number of
+    # chunks is capped the same way each time); any other would be silently ignored.
+    if n_shards is None:
+        return
+    _, starts = shard_layout(int(attrs["n_rows"]), int(attrs["hidden"]), n_shards)
+    if starts != [int(s) for s in attrs["shard_starts"]]:
+        raise UsageError(
+            f"--n-shards {n_shards}: embedding set {name!r} exists with "
+            f"{attrs['n_shards']} shards; pass --n-shards {attrs['n_shards']} or leave it "
+            "out to resume it, or pass --name for a new set"
+        )
+
+
+def _has_finished_shard(path: Path, attrs: dict[str, Any]) -> bool:
+    return any(
+        read_marker(path, shard, attrs) is not None for shard in range(int(attrs["n_shards"]))
+    )
+
+
+# What a worker's rows and vectors depend on: a set with the same identity accepts them.
+_IDENTITY = ("fingerprint", "refhash", "n_rows", "hidden", "rows_per_chunk", "shard_starts")
+
+
+def verify_unchanged(path: Path, attrs: dict[str, Any], shard: int) -> None:
+    """Refuse to write shard ``shard`` unless the set at ``path`` is still the one opened.
+
+    Another process may have replaced the set (other settings) after this worker opened
+    it; writing then would put vectors of one recipe into a set that promises another.
+    """
+    try:
+        doc = json.loads((path / "zarr.json").read_text())
+        found = dict(doc.get("attributes", {}).get("tdstore") or {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        found = {}
+    changed = [k for k in _IDENTITY if found.get(k) != attrs.get(k)]
+    if changed:
+        raise ConflictError(
+            f"{path}: the embedding set was replaced or changed by another process while "
+            f"this worker ran (differs in: {', '.join(changed)}); shard {shard} was not "
+            "written; re-run to continue with the set as it is now, or pass --name"
+        )
 
 
 def _conflict_message(name: str, attrs: dict[str, Any], inputs: dict[str, Any]) -> str:
@@ -220,8 +295,15 @@ def _marker_path(path: Path, shard: int) -> Path:
     return path / "shards" / str(shard) / "zarr.json"
 
 
-def read_marker(path: Path, shard: int) -> dict[str, Any] | None:
-    """The completion record of a shard, or None if the shard is not finished."""
+def read_marker(
+    path: Path, shard: int, attrs: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The completion record of a shard, or None if the shard is not finished.
+
+    With the set's ``attrs``, a marker that does not match the set's fingerprint and
+    row range (a stray left by a set of other settings) also counts as not finished:
+    it promises nothing about this set's data.
+    """
     file = _marker_path(path, shard)
     try:
         doc = json.loads(file.read_text())
@@ -229,7 +311,27 @@ def read_marker(path: Path, shard: int) -> dict[str, Any] | None:
         return None
     except (OSError, json.JSONDecodeError) as exc:
         raise SchemaError(f"{file}: unreadable shard marker ({exc})") from None
-    return dict(doc.get("attributes", {}).get("tdstore_shard") or {})
+    attributes = doc.get("attributes") if isinstance(doc, dict) else None
+    marker = attributes.get("tdstore_shard") if isinstance(attributes, dict) else None
+    if not isinstance(marker, dict):
+        marker = {}
+    if attrs is not None and not marker_matches(marker, attrs, shard):
+        return None
+    return dict(marker)
+
+
+def marker_matches(marker: dict[str, Any], attrs: dict[str, Any], shard: int) -> bool:
+    """Whether a marker is the record of shard ``shard`` of the set ``attrs`` describes."""
+    if not 0 <= shard < int(attrs["n_shards"]):
+        return False
+    a, b = shard_rows(attrs, shard)
+    rows = marker.get("rows")
+    return (
+        isinstance(rows, list)
+        and rows == [a, b]
+        and marker.get("fingerprint") == attrs.get("fingerprint")
+        and isinstance(marker.get("sha256"), str)
+    )
 
 
 def write_marker(path: Path, shard: int, marker: dict[str, Any]) -> None:
@@ -254,9 +356,10 @@ def shard_checksum(vectors: np.ndarray, n_windows: np.ndarray) -> str:
 
 
 def markers(store: Store, name: str, attrs: dict[str, Any] | None = None) -> list[dict | None]:
+    """The valid marker of every shard (None: pending, or a stray marker that does not fit)."""
     attrs = attrs or read_attrs(store, name)
     path = set_path(store, name)
-    return [read_marker(path, s) for s in range(int(attrs["n_shards"]))]
+    return [read_marker(path, s, attrs) for s in range(int(attrs["n_shards"]))]
 
 
 def load_embeddings(
@@ -305,9 +408,10 @@ def load_n_windows(store: Store, name: str) -> np.ndarray:
 def status(store: Store, name: str) -> dict[str, Any]:
     """Done and pending shards, rows, tokens and throughput of one set."""
     attrs = read_attrs(store, name)
-    done = [m for m in markers(store, name, attrs) if m is not None]
+    found = markers(store, name, attrs)
+    done = [m for m in found if m is not None]
     n_shards = int(attrs["n_shards"])
-    pending = [s for s, m in enumerate(markers(store, name, attrs)) if m is None]
+    pending = [s for s, m in enumerate(found) if m is None]
     seconds = sum(float(m.get("seconds", 0.0)) for m in done)
     tokens = sum(int(m.get("tokens", 0)) for m in done)
     bp = sum(int(m.get("bp", 0)) for m in done)
@@ -385,7 +489,10 @@ def check(store: Store, name: str, deep: bool) -> list[str]:
             list(marker.get("rows", [])) != [a, b]
             or marker.get("fingerprint") != attrs["fingerprint"]
         ):
-            problems.append(f"{where}: shard {shard} marker does not match the set's layout")
+            problems.append(
+                f"{where}: shard {shard} marker does not match the set's layout or "
+                "fingerprint (counted as pending); re-run tdstore embed to recompute it"
+            )
             continue
         if deep:
             try:

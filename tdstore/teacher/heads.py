@@ -11,6 +11,7 @@ Imports torch at module level: import this module only inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -77,8 +78,14 @@ class TeacherHead(nn.Module):
         return self.net(z)
 
 
-def save_head(path: Path | str, head: TeacherHead, metadata: dict[str, Any]) -> None:
-    """Write the head atomically; ``metadata`` (JSON-able) is stored in the safetensors header."""
+def save_head(
+    path: Path | str, head: TeacherHead, metadata: dict[str, Any], *, atomic: bool = True
+) -> None:
+    """Write the head atomically; ``metadata`` (JSON-able) is stored in the safetensors header.
+
+    ``atomic=False`` writes ``path`` in place: for a temporary that the caller publishes
+    itself (soft_labels.publish_soft_labels renames it in together with its table).
+    """
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
@@ -91,7 +98,7 @@ def save_head(path: Path | str, head: TeacherHead, metadata: dict[str, Any]) -> 
         "n_leaves": str(len(head.leaf_ids)),
         "provenance": json.dumps(metadata, sort_keys=True, default=str),
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(path) if atomic else contextlib.nullcontext(Path(path)) as tmp:
         save_file(tensors, str(tmp), metadata=header)
         # safetensors creates the file 0600; give it the permissions of the store's other files.
         os.chmod(tmp, 0o666 & ~_umask())

@@ -27,10 +27,11 @@ def parse_kmer_model(spec: str) -> int | None:
         return None
     from tdstore.errors import UsageError
 
-    try:
-        k = int(spec.split(":", 1)[1])
-    except ValueError:
-        raise UsageError(f"--model {spec}: expected kmer:K with K in 4..6") from None
+    # Exactly ASCII digits: int() would also take " 4", "+4" or "4_0", which are typos.
+    digits = spec.split(":", 1)[1]
+    if not (digits.isascii() and digits.isdigit()):
+        raise UsageError(f"--model {spec!r}: expected kmer:K with K in 4..6, e.g. kmer:4")
+    k = int(digits)
     if k not in K_RANGE:
         raise UsageError(f"--model {spec}: K must be 4, 5 or 6")
     return k

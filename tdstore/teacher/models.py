@@ -168,7 +168,9 @@ def inspect_model(path: Path | str, *, trust_remote_code: bool = False) -> Model
 
     path = Path(path)
     _check_directory(path)
-    hf_logging.set_verbosity_error()  # the "lm_head unused" load report is expected
+    # load_model checks the load report itself (check_loading_info) and refuses a
+    # mismatch; transformers' multi-line version of it would only be noise.
+    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(
@@ -189,6 +191,7 @@ def inspect_model(path: Path | str, *, trust_remote_code: bool = False) -> Model
         raise ModelError(_vocab_message(path, len(tokenizer), vocab))
     if not any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir()):
         raise ModelError(f"{path}: no weight files (*.safetensors or *.bin)")
+    _check_safetensors_headers(path)
     hidden = getattr(config, "hidden_size", None)
     if not isinstance(hidden, int):
         raise ModelError(f"{path}: config.json states no hidden_size")
@@ -209,6 +212,25 @@ def inspect_model(path: Path | str, *, trust_remote_code: bool = False) -> Model
     )
 
 
+def _check_safetensors_headers(path: Path) -> None:
+    """Refuse truncated or overwritten safetensors files before anything is written.
+
+    Opening reads only the header, and safetensors checks there that the header's
+    tensors cover the file exactly, so a cut-off copy fails here, cheaply, instead of
+    in load_model after the embedding set exists.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(
+                f"{path}: cannot load the weights ({file.name}: {_first_line(exc)})"
+            ) from None
+
+
 def _vocab_message(path: Path, n_tokens: int, n_embed: int) -> str:
     return (
         f"{path}: the tokenizer has {n_tokens} tokens but the model only {n_embed} "
@@ -225,6 +247,7 @@ def load_model(
 ) -> Teacher:
     """Load the base model (no LM head) for inference; raises ModelError with the reason."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModel
 
     info = (
@@ -238,17 +261,28 @@ def load_model(
         local_files_only=True,
         trust_remote_code=trust_remote_code,
         dtype=getattr(torch, DTYPES[dtype]),
+        # Report wrong-shaped weights in the loading info (checked below, with their
+        # names) instead of transformers' multi-line "see the report above" error.
+        ignore_mismatched_sizes=True,
+        output_loading_info=True,
     )
     where = str(info.path)
     try:
         try:
-            model = AutoModel.from_pretrained(where, attn_implementation="sdpa", **kwargs)
+            model, loading = AutoModel.from_pretrained(where, attn_implementation="sdpa", **kwargs)
         except (ValueError, ImportError):
             # Architectures without an sdpa kernel fall back to their default attention.
-            model = AutoModel.from_pretrained(where, **kwargs)
-    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:
-        # UnpicklingError: torch.load(weights_only=True) refused code in pickled weights.
+            model, loading = AutoModel.from_pretrained(where, **kwargs)
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        EOFError,
+        SafetensorError,  # a truncated or overwritten model.safetensors
+        pickle.UnpicklingError,  # torch.load(weights_only=True) refused code in pickled weights
+    ) as exc:
         raise ModelError(f"{where}: cannot load the weights ({_first_line(exc)})") from None
+    check_loading_info(model, loading, info.path)
     n_embed = getattr(model.get_input_embeddings(), "num_embeddings", None)
     if n_embed is not None and len(info.tokenizer) > n_embed:
         raise ModelError(_vocab_message(info.path, len(info.tokenizer), n_embed))
@@ -266,6 +300,69 @@ def load_model(
         dtype=dtype,
         identity=info.identity,
     )
+
+
+_NAMES_SHOWN = 3
+
+
+def _shape(shape: Any) -> str:
+    return "x".join(str(int(n)) for n in shape)
+
+
+def _some(names: list[str]) -> str:
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    return shown + (", ..." if len(names) > _NAMES_SHOWN else "")
+
+
+def weight_problems(model: Any, loading: dict[str, Any]) -> list[str]:
+    """What in a load report means the model is not the checkpoint's (empty when it is).
+
+    transformers fills weights the checkpoint lacks with random numbers and only logs
+    it; embeddings from such a model look fine and are noise. Tolerated, because they
+    do not change a single number: buffers the model computes from its config
+    (rotary ``inv_freq``, ``position_ids``), missing or stored, and a task head outside
+    the base model (``lm_head`` of a ``*ForCausalLM`` checkpoint), which embedding
+    never uses. Every other stored weight must be used: an unused layer means the
+    config describes a different (smaller) model than the weights.
+    """
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    buffers = {name for name, _ in model.named_buffers()}
+    prefix = f"{getattr(model, 'base_model_prefix', '') or ''}."
+    own = {name.split(".", 1)[0] for name in parameters | buffers}
+
+    def unused(key: str) -> bool:
+        bare = key[len(prefix) :] if prefix != "." and key.startswith(prefix) else key
+        if bare in buffers:
+            return False
+        return bare != key or bare.split(".", 1)[0] in own
+
+    missing = sorted(k for k in loading.get("missing_keys", ()) if k not in buffers)
+    mismatched = sorted(
+        f"{k[0]} stored {_shape(k[1])} vs config {_shape(k[2])}"
+        for k in loading.get("mismatched_keys", ())
+    )
+    unexpected = sorted(k for k in loading.get("unexpected_keys", ()) if unused(k))
+    errors = [str(e).strip().splitlines()[0] for e in loading.get("error_msgs", ()) if str(e)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weights missing from the files ({_some(missing)})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} weights of the wrong shape ({_some(mismatched)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} stored weights unused ({_some(unexpected)})")
+    if errors:
+        problems.append(f"{len(errors)} load errors ({_some(errors)})")
+    return problems
+
+
+def check_loading_info(model: Any, loading: dict[str, Any], path: Path) -> None:
+    """Refuse a model whose weights do not match its config (see :func:`weight_problems`)."""
+    problems = weight_problems(model, loading)
+    if problems:
+        raise ModelError(
+            f"{path}: the weights do not match config.json: {'; '.join(problems)}; "
+            "the config and the weight files are from different checkpoints"
+        )
 
 
 def model_identity(path: Path | str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tdstore.atomic import atomic_path, discard
 from tdstore.errors import IncompleteError, SchemaError, TdstoreError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store
@@ -102,10 +103,38 @@ def to_table(contig_ids: np.ndarray, summary: dict[str, np.ndarray], fold: np.nd
     )
 
 
+def publish_soft_labels(
+    store: Store,
+    name: str,
+    table: pa.Table,
+    metadata: dict[str, Any],
+    head: Any,
+    head_metadata: dict[str, Any],
+) -> Path:
+    """Publish a teacher head and its table so that no reader pairs one with another's.
+
+    The table's presence publishes the set and it records its head's sha256. Two files
+    cannot be renamed in one step, so the old table (``--overwrite``) is unpublished
+    before the new head is renamed in, and the new table follows. A kill leaves the old
+    pair, or no set (a head without its table is a leftover that ``tdstore check``
+    notes and the re-run replaces), or the new pair; never a head next to a table it
+    does not belong to.
+    """
+    from tdstore.teacher.heads import save_head
+
+    path = table_path(store, name)
+    with atomic_path(head_path(store, name)) as head_tmp:
+        save_head(head_tmp, head, head_metadata, atomic=False)
+        digest = file_sha256(head_tmp)
+        if path.exists():
+            discard(path)
+    return write_soft_labels(store, name, table, metadata, digest)
+
+
 def write_soft_labels(
     store: Store, name: str, table: pa.Table, metadata: dict[str, Any], head_sha256: str
 ) -> Path:
-    """Publish the table (after the head): the Parquet file's presence publishes the set."""
+    """Publish the table alone, recording ``head_sha256`` (teach uses publish_soft_labels)."""
     path = table_path(store, name)
     write_table(
         path,
@@ -155,13 +184,40 @@ def load_metadata(store: Store, name: str) -> dict[str, Any]:
 
 
 def load_teacher_head(store: Store, name: str, *, device: str = "cpu") -> Any:
-    """The saved head of a soft label set (a torch module, see tdstore.teacher.heads)."""
+    """The saved head of a soft label set (a torch module, see tdstore.teacher.heads).
+
+    Checked against the sha256 its table records: a head from another run of teach
+    (an older tdstore's killed ``--overwrite``, a copied file) would score embeddings
+    with classes the table does not describe, without any error.
+    """
     from tdstore.teacher.heads import load_head
 
+    meta = load_metadata(store, name)
     path = head_path(store, name)
     if not path.exists():
-        raise IncompleteError(f"{path}: missing; rerun `tdstore teach ... --overwrite`")
+        raise IncompleteError(f"{path}: missing; {_rerun_teach(store, meta, name)}")
+    problem = _foreign_head(store, path, meta, name)
+    if problem:
+        raise SchemaError(problem)
     return load_head(path, device=device)
+
+
+def _rerun_teach(store: Store, meta: dict[str, Any], name: str) -> str:
+    embeddings, labels = meta.get("embeddings", "..."), meta.get("labels", "...")
+    return (
+        f"re-run `tdstore teach {store.path} --embeddings {embeddings} --labels {labels} "
+        f"--name {name} --overwrite`"
+    )
+
+
+def _foreign_head(store: Store, head: Path, meta: dict[str, Any], name: str) -> str | None:
+    """A message when ``head`` is not the file the table ``meta`` was published with."""
+    if file_sha256(head) == meta.get("head_sha256"):
+        return None
+    return (
+        f"soft_labels/{head.name}: not the head of soft_labels/{name}{SUFFIX} "
+        f"(its sha256 differs from the one the table records); {_rerun_teach(store, meta, name)}"
+    )
 
 
 def dense_probabilities(
@@ -201,7 +257,7 @@ def describe(store: Store, name: str) -> dict[str, Any]:
 
 
 def check(store: Store, name: str, deep: bool) -> list[str]:
-    """Problems of one soft label set: tag, refhash, rows, head file, probabilities."""
+    """Problems of one soft label set: tag, refhash, head file (its sha256), rows, probabilities."""
     where = f"soft_labels/{name}{SUFFIX}"
     try:
         meta = load_metadata(store, name)
@@ -210,9 +266,12 @@ def check(store: Store, name: str, deep: bool) -> list[str]:
     problems = []
     head = head_path(store, name)
     if not head.exists():
-        problems.append(f"soft_labels/{name}{HEAD_SUFFIX}: missing")
-    elif deep and file_sha256(head) != meta.get("head_sha256"):
-        problems.append(f"soft_labels/{name}{HEAD_SUFFIX}: does not belong to {where}")
+        problems.append(
+            f"soft_labels/{name}{HEAD_SUFFIX}: missing; {_rerun_teach(store, meta, name)}"
+        )
+    elif foreign := _foreign_head(store, head, meta, name):
+        # Not only --deep: load_teacher_head refuses such a pair, so check must say so.
+        problems.append(foreign)
     if not deep:
         return problems
     table, _ = load_soft_labels(store, name)

@@ -541,7 +541,6 @@ def teach(
     from tdstore.calls import refuse_key_clash
     from tdstore.teacher import soft_labels as SL
     from tdstore.teacher.embed_store import load_embeddings
-    from tdstore.teacher.heads import save_head
 
     name = validate_name(
         name if name is not None else default_name(embeddings, labels), "soft label"
@@ -607,13 +606,13 @@ def teach(
             "tdstore_version": tdstore.__version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        head_file = SL.head_path(store, name)
-        save_head(
-            head_file,
+        SL.publish_soft_labels(
+            store,
+            name,
+            SL.to_table(store.contig_ids(), fit.summary, fit.fold),
+            metadata,
             fit.final.head,
             {k: metadata[k] for k in ("embeddings", "embeddings_fingerprint", "labels", "seed")}
             | {"soft_labels": name, "refhash": store.refhash},
         )
-        table = SL.to_table(store.contig_ids(), fit.summary, fit.fold)
-        SL.write_soft_labels(store, name, table, metadata, SL.file_sha256(head_file))
     return name

@@ -301,16 +301,17 @@ def _train_into(
             **options,
         )
 
+    def epoch_bar(phase: str, title: str, total: int) -> Progress:
+        """A bar over ``phase``'s epochs, starting after those a killed run saved."""
+        done = saved.epochs_done(phase)
+        resumed = f" (resumed after epoch {done})" if done else ""
+        return Progress(
+            f"{title} {name}{resumed}", total=total, unit="epochs", enabled=progress, initial=done
+        )
+
     fitted = saved.load("fitted")
     if fitted is None:
-        done = saved.epochs_done("fit")
-        bar = Progress(
-            f"train {name}" + _resumed_text(done),
-            total=fit.epochs,
-            unit="epochs",
-            enabled=progress,
-            initial=done,
-        )
+        bar = epoch_bar("fit", "train", fit.epochs)
         last: dict[str, float] = {}
         bar.status = lambda: ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
 
@@ -338,14 +339,7 @@ def _train_into(
         # Every row of the label set: the held-out ones join the training rows.
         every = np.arange(inputs.labels.shape[0])
         refit = replace(fit, epochs=request.refit_epochs, lr=fit.lr * REFIT_LR_SCALE, patience=None)
-        done = saved.epochs_done("refit")
-        with Progress(
-            f"refit {name}" + _resumed_text(done),
-            total=refit.epochs,
-            unit="epochs",
-            enabled=progress,
-            initial=done,
-        ) as refit_bar:
+        with epoch_bar("refit", "refit", refit.epochs) as refit_bar:
             again = fit_rows(
                 every,
                 refit,
@@ -409,10 +403,6 @@ def _train_into(
     )
     write_json_atomic(folder / runs.RUN_FILE, S.RUN.stamp(doc))
     return S.RUN.stamp(doc)
-
-
-def _resumed_text(epochs_done: int) -> str:
-    return f" (resumed after epoch {epochs_done})" if epochs_done else ""
 
 
 def _fitted_state(result: Any) -> dict[str, Any]:

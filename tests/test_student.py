@@ -162,13 +162,7 @@ def test_predict_new_contigs_matches_store_predictions(sim_store, cli, tmp_path)
     assert result.exit_code == 0, result.stderr
     new = pq.read_table(out)
     stored, _ = runs.load_predictions(store, "plain")
-    by_id = dict(
-        zip(
-            stored.column("contig_id").to_pylist(),
-            stored.column("lineage_ids").to_pylist(),
-            strict=True,
-        )
-    )
+    by_id = _lineages_by_id(stored)
     # Short contigs (below the store's 2 kbp) keep a row without a call; the kept ones agree.
     new_ids = new.column("contig_id").to_pylist()
     same = [
@@ -224,6 +218,17 @@ def _abundance_rows(sim, ids, path) -> None:  # type: ignore[no-untyped-def]
     path.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if ln.split("\t")[0] in wanted]))
 
 
+def _lineages_by_id(table) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
+    """contig id -> lineage taxon ids of a predictions table."""
+    return dict(
+        zip(
+            table.column("contig_id").to_pylist(),
+            table.column("lineage_ids").to_pylist(),
+            strict=True,
+        )
+    )
+
+
 def _error_line(result) -> str:  # type: ignore[no-untyped-def]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -251,24 +256,12 @@ def test_predict_new_contigs_below_the_minimum_get_rows_without_a_call(sim_store
     assert "1 without a tetramer of A/C/G/T bases: no call" in result.stdout
     table = pq.read_table(out)
     assert table.column("contig_id").to_pylist() == [name for name, _ in new]  # joinable
-    lineages = dict(
-        zip(
-            table.column("contig_id").to_pylist(),
-            table.column("lineage_ids").to_pylist(),
-            strict=True,
-        )
-    )
+    lineages = _lineages_by_id(table)
     for name in (short[0], "tiny", "all-n"):
         assert lineages[name] == []
     assert table.column("taxon_id").to_pylist()[1:4] == [0, 0, 0]
     stored, _ = runs.load_predictions(store, "plain")
-    by_id = dict(
-        zip(
-            stored.column("contig_id").to_pylist(),
-            stored.column("lineage_ids").to_pylist(),
-            strict=True,
-        )
-    )
+    by_id = _lineages_by_id(stored)
     assert all(lineages[name] == by_id[name] != [] for name, _ in long)
 
     tsv = tmp_path / "new.tsv"

@@ -462,8 +462,10 @@ def check(store: Store, name: str, deep: bool) -> list[str]:
         store.check_refhash(attrs, where)
         group = _group(set_path(store, name))
         vectors, n_windows = group["vectors"], group["n_windows"]
-    except (TdstoreError, KeyError) as exc:
-        return [f"{where}: {exc}"]
+    except TdstoreError as exc:
+        return [str(exc)]  # names the set already
+    except KeyError as exc:
+        return [f"{where}: no {exc} array"]
     problems = []
     try:
         check_array(vectors, S.EMBEDDINGS, f"{where}/vectors")

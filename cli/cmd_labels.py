@@ -11,7 +11,8 @@ StorePath = Annotated[Path, typer.Argument(help="Store directory, e.g. gut.tdsto
 NameArg = Annotated[str, typer.Argument(help="Label set name, e.g. mmseqs or gold")]
 
 labels_app = typer.Typer(
-    help="Import label files (Taxometer TSV, MMseqs2, CAMI gold standard) and inspect label sets.",
+    help="Import label files (Taxometer TSV, MMseqs2, Kraken2, Metabuli, CAMI gold standard) "
+    "and inspect label sets.",
     no_args_is_help=True,
 )
 
@@ -35,12 +36,17 @@ def import_(
             "--format",
             "-f",
             help="taxometer (contigs/predictions TSV), mmseqs2 (taxonomy --tax-lineage 1 "
-            "output) or cami (binning gold standard; needs --taxdump)",
+            "output), cami (binning gold standard; needs --taxdump), kraken2 (--output "
+            "file; needs --taxdump) or metabuli (classifications.tsv; --taxdump unless "
+            "classified with --lineage 1)",
         ),
     ],
     taxdump: Annotated[
         Path | None,
-        typer.Option(help="NCBI taxdump directory (nodes.dmp, names.dmp) for --format cami"),
+        typer.Option(
+            help="Taxdump directory (nodes.dmp, names.dmp) that resolves taxids: NCBI's for "
+            "cami, the database's taxonomy/ for kraken2 and metabuli"
+        ),
     ] = None,
     tool: Annotated[
         str | None, typer.Option(help="Tool that made the labels (recorded as provenance)")

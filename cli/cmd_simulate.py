@@ -88,5 +88,8 @@ def simulate(
             f"labels     species {group:<5} precision {q['precision']:.3f}"
             f"  recall {q['recall']:.3f}  F1 {q['f1']:.3f}  ({q['contigs']:,} contigs)"
         )
-    for key in ("fasta", "abundance", "mmseqs2", "labels", "gold", "binning", "taxdump"):
+    for key in (
+        "fasta", "abundance", "mmseqs2", "kraken2", "metabuli", "labels", "gold", "binning",
+        "taxdump",
+    ):  # fmt: skip
         typer.echo(f"  {result[f'{key}_path']}")

@@ -31,7 +31,13 @@ from tdstore.taxonomy import RANKS, ROOT_ID, Taxonomy, format_lineage
 
 LOCK_TIMEOUT_S = 30.0
 N_EXAMPLES = 5
-DEFAULT_TOOL = {"taxometer": "taxometer-tsv", "mmseqs2": "mmseqs2", "cami": "cami-gold-standard"}
+DEFAULT_TOOL = {
+    "taxometer": "taxometer-tsv",
+    "mmseqs2": "mmseqs2",
+    "cami": "cami-gold-standard",
+    "kraken2": "kraken2",
+    "metabuli": "metabuli",
+}
 
 
 def _md5(path: Path) -> str:

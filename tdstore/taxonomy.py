@@ -25,8 +25,12 @@ RANK_LETTERS = "dpcofgs"
 ROOT_ID = 0
 ROOT_NAME = "root"
 
-# Rank letters MMseqs2/NCBI use that are not among the seven: kingdom, no rank, subspecies/strain.
-_IGNORED_LETTERS = {"k", "-", "t", "x", "n"}
+# Rank letters MMseqs2/NCBI use that are not among the seven: kingdom, no rank,
+# subspecies/strain, realm (viruses).
+_IGNORED_LETTERS = {"k", "-", "t", "x", "n", "r"}
+# Metabuli's --lineage 1 also writes the in-between ranks, with two letters: subspecies,
+# subgenus, subfamily, suborder, subclass, subphylum, subkingdom.
+_IGNORED_PREFIXES = re.compile(r"^(?:ss|sg|sf|so|sc|sp|sk)_(?!_)\S")
 _PREFIXED = re.compile(r"^([A-Za-z-])_{1,2}(.*)$")
 
 
@@ -48,6 +52,8 @@ def parse_lineage(text: str, *, where: str, fill_gaps: bool = False) -> tuple[st
     ended_at: str | None = None
     for raw in text.split(";"):
         element = raw.strip()
+        if _IGNORED_PREFIXES.match(element):
+            continue
         match = _PREFIXED.match(element)
         if match and (
             match.group(1).lower() in RANK_LETTERS or match.group(1).lower() in _IGNORED_LETTERS
@@ -55,6 +61,8 @@ def parse_lineage(text: str, *, where: str, fill_gaps: bool = False) -> tuple[st
             letter, bare = match.group(1).lower(), match.group(2).strip()
             if letter in _IGNORED_LETTERS:
                 continue
+            # A GTDB taxdump's names carry their prefix already: Metabuli writes s_s__X.
+            bare = strip_rank_prefix(bare, letter)
             position = RANK_LETTERS.index(letter)
         else:
             letter, bare = None, element
@@ -84,6 +92,16 @@ def parse_lineage(text: str, *, where: str, fill_gaps: bool = False) -> tuple[st
             )
         names.append(f"{RANK_LETTERS[position]}__{bare}")
     return tuple(names)
+
+
+def strip_rank_prefix(name: str, letter: str) -> str:
+    """``s__Escherichia coli`` -> ``Escherichia coli`` for letter ``s``; other names as they are.
+
+    GTDB-based taxdumps (gtdb_to_taxdump, used for Kraken2 and Metabuli GTDB databases)
+    name taxa with their prefix, which tdstore adds itself.
+    """
+    prefix = f"{letter}__"
+    return name[len(prefix) :].strip() if name.lower().startswith(prefix) else name
 
 
 def format_lineage(names: Sequence[str]) -> str:

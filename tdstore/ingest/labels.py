@@ -1,5 +1,8 @@
-"""Parsers of label files: Taxometer's taxonomy TSV, raw MMseqs2 ``--tax-lineage 1`` output
-and CAMI binning gold standards. Each yields one :class:`LabelRecord` per data row::
+"""Parsers of label files, one per tool, and the dispatch between them.
+
+Name-based formats live here: Taxometer's taxonomy TSV and raw MMseqs2 ``--tax-lineage 1``
+output. Taxid-based ones (CAMI gold standards, Kraken2, Metabuli) live in
+:mod:`tdstore.ingest.taxid_labels`. Each yields one :class:`LabelRecord` per data row::
 
     for record in read_labels("mmseqs_lca.tsv", "mmseqs2"):
         print(record.contig_id, record.lineage)  # ('d__Bacteria', 'p__Bacillota', ...)
@@ -10,91 +13,42 @@ first); errors name the file and line. Plain or gzip files; CRLF tolerated.
 
 from __future__ import annotations
 
-import array
-import gzip
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 from tdstore.errors import BadInputError, UsageError
-from tdstore.ingest.files import require_regular_file
-from tdstore.taxonomy import parse_lineage
+from tdstore.ingest.label_lines import (
+    LabelRecord,
+    LineageCache,
+    OnBytes,
+    not_taxids,
+    read_lines,
+)
+from tdstore.ingest.taxid_labels import parse_cami, parse_kraken2, parse_metabuli
 
-FORMATS: tuple[str, ...] = ("taxometer", "mmseqs2", "cami")
+__all__ = [
+    "FORMATS",
+    "LabelRecord",
+    "check_format",
+    "parse_cami",
+    "parse_kraken2",
+    "parse_metabuli",
+    "parse_mmseqs2",
+    "parse_taxometer",
+    "read_labels",
+]
+
+FORMATS: tuple[str, ...] = ("taxometer", "mmseqs2", "cami", "kraken2", "metabuli")
+# Formats whose taxids need the taxdump of the database that made them (Metabuli: unless
+# it wrote its own lineage column).
+NEEDS_TAXDUMP = ("cami", "kraken2")
+TAKES_TAXDUMP = ("cami", "kraken2", "metabuli")
 TAXOMETER_HEADER = ("contigs", "predictions")
 TAXOMETER_GOLD_HEADER = ("contigs", "predictions", "novel")
 TAXOMETER_OUTPUT_HEADER = ("contigs", "predictions", "scores")
 # MMseqs2 easy-taxonomy/taxonomy: nucleotide search writes 5 columns, protein/ORF mode 9.
 MMSEQS2_COLUMNS = (5, 9)
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
-
-OnBytes = Callable[[int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class LabelRecord:
-    """One data row: the contig, its normalised lineage (empty = unclassified), its line."""
-
-    contig_id: str
-    lineage: tuple[str, ...]
-    novel: bool | None
-    line: int
-
-
-def _open_binary(path: Path):
-    # A regular file only: the gzip probe below would use up the start of a pipe.
-    require_regular_file(path)
-    with path.open("rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else path.open("rb")
-
-
-def read_lines(path: Path, on_bytes: OnBytes | None = None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text without the line end); CRLF and a UTF-8 BOM tolerated."""
-    with _open_binary(path) as handle:
-        number = 0
-        try:
-            for number, raw in enumerate(handle, start=1):  # noqa: B007 - used after the loop
-                if on_bytes is not None:
-                    on_bytes(len(raw))
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise BadInputError(f"{path}:{number}: not UTF-8 text") from None
-                if number == 1:
-                    text = text.removeprefix("\ufeff")
-                yield number, text.rstrip("\r\n")
-        except (OSError, EOFError) as exc:  # truncated or damaged gzip
-            raise BadInputError(f"{path}:{number + 1}: unreadable ({exc})") from None
-
-
-class _LineageCache:
-    """Label files repeat a few thousand lineages over millions of rows: parse each text once."""
-
-    def __init__(
-        self, check: Callable[[str, str], None] | None = None, *, fill_gaps: bool = False
-    ) -> None:
-        self._seen: dict[str, tuple[str, ...]] = {}
-        self._check = check
-        self._fill_gaps = fill_gaps
-
-    def __call__(self, text: str, where: str) -> tuple[str, ...]:
-        lineage = self._seen.get(text)
-        if lineage is None:
-            if self._check is not None:
-                self._check(text, where)
-            lineage = self._seen[text] = parse_lineage(text, where=where, fill_gaps=self._fill_gaps)
-        return lineage
-
-
-def _not_taxids(text: str, where: str) -> None:
-    """``--tax-lineage 2`` writes taxids, which would pass for bare names."""
-    elements = [e.strip() for e in text.split(";") if e.strip()]
-    if elements and all(e.isdigit() for e in elements):
-        raise BadInputError(
-            f"{where}: the lineage is taxids ({text[:40]!r}); "
-            "run MMseqs2 with --tax-lineage 1 for names"
-        )
 
 
 def _looks_like_mmseqs2(fields: list[str]) -> bool:
@@ -138,7 +92,7 @@ def parse_taxometer(path: Path | str, on_bytes: OnBytes | None = None) -> Iterat
             f"(or 'contigs<TAB>predictions<TAB>novel'), found {first[1][:80]!r}{hint}"
         )
     width = len(header)
-    lineage_of = _LineageCache()
+    lineage_of = LineageCache()
     for number, text in lines:
         if not text.strip():
             continue
@@ -165,7 +119,7 @@ def parse_mmseqs2(path: Path | str, on_bytes: OnBytes | None = None) -> Iterator
     (:func:`parse_lineage` ``fill_gaps``) as the CAMI importer fills them.
     """
     path = Path(path)
-    lineage_of = _LineageCache(check=_not_taxids, fill_gaps=True)
+    lineage_of = LineageCache(check=not_taxids, fill_gaps=True)
     for number, text in read_lines(path, on_bytes):
         if not text.strip():
             continue
@@ -201,89 +155,17 @@ def parse_mmseqs2(path: Path | str, on_bytes: OnBytes | None = None) -> Iterator
         yield LabelRecord(contig_id, lineage, None, number)
 
 
-def parse_cami(
-    path: Path | str, taxdump: Path | str, on_bytes: OnBytes | None = None
-) -> Iterator[LabelRecord]:
-    """CAMI (bioboxes) binning gold standard; TAXIDs resolved through an NCBI taxdump."""
-    from tdstore.ingest.taxdump import TaxDump
-
-    path = Path(path)
-    columns: list[str] | None = None
-    id_col = taxid_col = -1
-    contig_ids: list[str] = []
-    taxids = array.array("q")
-    numbers = array.array("q")
-    for number, text in read_lines(path, on_bytes):
-        where = f"{path}:{number}"
-        if not text.strip() or text.startswith("#"):
-            continue
-        if text.startswith("@@"):
-            columns = [c.strip().upper() for c in text[2:].split("\t")]
-            for needed in ("SEQUENCEID", "TAXID"):
-                if needed not in columns:
-                    raise BadInputError(
-                        f"{where}: the @@ column line has no {needed} column "
-                        f"(found {', '.join(columns)})"
-                    )
-            id_col, taxid_col = columns.index("SEQUENCEID"), columns.index("TAXID")
-            continue
-        if text.startswith("@"):
-            continue  # @Version:, @SampleID:, @TaskID: ...
-        if columns is None:
-            raise BadInputError(
-                f"{where}: data row before the '@@SEQUENCEID<TAB>BINID<TAB>TAXID' column line; "
-                "not a CAMI binning file?"
-            )
-        fields = text.split("\t")
-        if len(fields) != len(columns):
-            raise BadInputError(
-                f"{where}: expected {len(columns)} tab-separated columns "
-                f"({', '.join(columns)}), found {len(fields)}"
-            )
-        contig_id = fields[id_col].strip()
-        if not contig_id:
-            raise BadInputError(f"{where}: empty SEQUENCEID")
-        raw = fields[taxid_col].strip()
-        if raw.upper() in {"", "NA", "NONE"}:
-            taxid = 0
-        else:
-            try:
-                taxid = int(raw)
-            except ValueError:
-                raise BadInputError(f"{where}: TAXID must be a number, found {raw!r}") from None
-            if taxid < 0:
-                raise BadInputError(f"{where}: negative TAXID {taxid}")
-        contig_ids.append(contig_id)
-        taxids.append(taxid)
-        numbers.append(number)
-    if columns is None:
-        raise BadInputError(
-            f"{path}: no '@@SEQUENCEID<TAB>BINID<TAB>TAXID' column line; not a CAMI binning file"
-        )
-    dump = TaxDump.load(taxdump)
-    missing = set(dump.missing(t for t in set(taxids) if t != 0))
-    if missing:
-        line = next(n for t, n in zip(taxids, numbers, strict=True) if t in missing)
-        first = next(t for t in taxids if t in missing)
-        raise BadInputError(
-            f"{path}:{line}: TAXID {first} is not in {Path(taxdump) / 'nodes.dmp'} "
-            f"({len(missing)} unknown TAXIDs in all; is it the taxdump the gold standard used?)"
-        )
-    lineages = dump.lineages(t for t in set(taxids) if t != 0)
-    for contig_id, taxid, number in zip(contig_ids, taxids, numbers, strict=True):
-        yield LabelRecord(contig_id, lineages.get(taxid, ()), None, number)
-
-
 def check_format(format: str, taxdump: Path | str | None) -> None:
     """Refuse an unknown format, or a taxdump given where it is (not) needed."""
     if format not in FORMATS:
         raise UsageError(f"unknown label format {format!r}; use one of {', '.join(FORMATS)}")
-    if format == "cami" and taxdump is None:
+    if format in NEEDS_TAXDUMP and taxdump is None:
+        what = "of the gold standard" if format == "cami" else "of the Kraken2 database"
+        raise UsageError(f"--format {format} needs --taxdump DIR (the nodes.dmp/names.dmp {what})")
+    if format not in TAKES_TAXDUMP and taxdump is not None:
         raise UsageError(
-            "--format cami needs --taxdump DIR (the NCBI nodes.dmp/names.dmp of the gold standard)"
+            f"--taxdump is only used with --format {', '.join(TAKES_TAXDUMP)}, not {format}"
         )
-    if format != "cami" and taxdump is not None:
-        raise UsageError(f"--taxdump is only used with --format cami, not {format}")
 
 
 def read_labels(
@@ -300,9 +182,12 @@ def read_labels(
         records = parse_taxometer(path, on_bytes)
     elif format == "mmseqs2":
         records = parse_mmseqs2(path, on_bytes)
+    elif format == "metabuli":
+        records = parse_metabuli(path, taxdump, on_bytes)
     else:
         assert taxdump is not None
-        records = parse_cami(path, taxdump, on_bytes)
+        parse = parse_cami if format == "cami" else parse_kraken2
+        records = parse(path, taxdump, on_bytes)
     first_line: dict[str, int] = {}
     for record in records:
         earlier = first_line.setdefault(record.contig_id, record.line)

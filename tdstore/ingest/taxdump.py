@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tdstore.errors import BadInputError
-from tdstore.taxonomy import RANK_LETTERS, RANKS
+from tdstore.taxonomy import RANK_LETTERS, RANKS, strip_rank_prefix
 
 # NCBI renamed "superkingdom" to "domain" in 2025; both map to tdstore's domain.
 RANK_CODES: dict[str, int] = {
@@ -200,7 +200,7 @@ class TaxDump:
             for code in range(max(anc) + 1):
                 letter = RANK_LETTERS[code]
                 if code in anc:
-                    named = names[anc[code]]
+                    named = strip_rank_prefix(names[anc[code]], letter)
                     lineage.append(f"{letter}__{named}")
                 else:
                     lineage.append(f"{letter}__{named} (no {RANKS[code]})".replace("__ ", "__"))

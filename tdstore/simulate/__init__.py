@@ -32,6 +32,8 @@ from tdstore.simulate.writers import (
     write_abundance,
     write_cami_binning,
     write_fasta,
+    write_kraken2,
+    write_metabuli,
     write_mmseqs2,
     write_taxdump,
     write_taxometer,
@@ -43,6 +45,8 @@ FILES = {
     "fasta": "contigs.fna.gz",
     "abundance": "abundance.tsv",
     "mmseqs2": "mmseqs2_lca.tsv",
+    "kraken2": "contigs.kraken2",
+    "metabuli": "metabuli_classifications.tsv",
     "labels": "labels.tsv",
     "gold": "gold.tsv",
     "binning": "gold.binning",
@@ -105,6 +109,8 @@ def simulate(
     bases = write_fasta(paths["fasta"], genomes, contigs, compresslevel=compresslevel)
     write_abundance(paths["abundance"], contigs, samples)
     write_mmseqs2(paths["mmseqs2"], contigs.ids, labels, tree)
+    write_kraken2(paths["kraken2"], contigs.ids, contigs.length, labels, tree)
+    write_metabuli(paths["metabuli"], contigs.ids, contigs.length, labels, tree)
     write_taxometer(paths["labels"], contigs.ids, labels, tree)
     gold_nodes = tree.species[contigs.genome]
     write_taxometer(paths["gold"], contigs.ids, gold_nodes, tree, novel=novel[contigs.genome])

@@ -116,6 +116,58 @@ def write_mmseqs2(path: Path, ids: list[str], labels: np.ndarray, tree: Tree) ->
     _write_lines(path, (f"{cid}\t{row(int(node))}" for cid, node in zip(ids, labels, strict=True)))
 
 
+KRAKEN2_K = 35  # Kraken2's default k-mer length: a contig of L bp has L - 34 k-mers
+
+
+def write_kraken2(
+    path: Path, ids: list[str], lengths: np.ndarray, labels: np.ndarray, tree: Tree
+) -> None:
+    """Kraken2 ``--output``: ``C/U``, id, taxid, length, then the k-mers' LCA runs.
+
+    Every k-mer of a contig maps to its label here (one run), as if the database held it
+    whole; tdstore reads columns 1-3 only.
+    """
+    rows = []
+    for cid, length, node in zip(ids, lengths.tolist(), labels.tolist(), strict=True):
+        kmers = max(length - KRAKEN2_K + 1, 0)
+        if node < 0:
+            rows.append(f"U\t{cid}\t0\t{length}\t0:{kmers}")
+        else:
+            taxid = tree.taxid(node)
+            rows.append(f"C\t{cid}\t{taxid}\t{length}\t{taxid}:{kmers}")
+    _write_lines(path, rows)
+
+
+METABULI_HEADER = (
+    "#is_classified\tname\ttaxID\tquery_length\tscore\te_value\trank\tlineage\t"
+    "taxID:match_count"
+)
+
+
+def write_metabuli(
+    path: Path, ids: list[str], lengths: np.ndarray, labels: np.ndarray, tree: Tree
+) -> None:
+    """Metabuli ``classify --lineage 1``'s ``JOBID_classifications.tsv`` (1.2 layout).
+
+    The identity score is written as 1, the e-value as 0 and the match count as the
+    number of 12-mer windows: the simulator has no alignment to score, and tdstore reads
+    the flag, name, taxID and lineage only. Unclassified rows stop after the rank, as
+    Metabuli's own do.
+    """
+    rows = [METABULI_HEADER]
+    for cid, length, node in zip(ids, lengths.tolist(), labels.tolist(), strict=True):
+        if node < 0:
+            rows.append(f"0\t{cid}\t0\t{length}\t0\t-\tno rank")
+            continue
+        taxid = tree.taxid(node)
+        rank = NCBI_RANKS[tree.ranks[node]]
+        rows.append(
+            f"1\t{cid}\t{taxid}\t{length}\t1\t0\t{rank}\t{tree.lineage_mmseqs(node)}\t"
+            f"{taxid}:{max(length // 12, 1)}"
+        )
+    _write_lines(path, rows)
+
+
 def write_taxometer(
     path: Path,
     ids: list[str],

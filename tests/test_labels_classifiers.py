@@ -1,0 +1,293 @@
+"""Kraken2 and Metabuli label files: parsing, taxid resolution, errors, and the store import."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+import tdstore
+from tdstore.errors import BadInputError, UsageError
+from tdstore.ingest.labels import parse_kraken2, parse_metabuli, read_labels
+from tdstore.labels import import_labels, label_vector
+from tdstore.taxonomy import parse_lineage
+
+ECOLI = (
+    "d__Bacteria",
+    "p__Pseudomonadota",
+    "c__Gammaproteobacteria",
+    "o__Enterobacterales",
+    "f__Enterobacteriaceae",
+    "g__Escherichia",
+    "s__Escherichia coli",
+)
+NODES = [  # taxid, parent, rank, name
+    (1, 1, "no rank", "root"),
+    (131567, 1, "no rank", "cellular organisms"),
+    (2, 131567, "superkingdom", "Bacteria"),
+    (1224, 2, "phylum", "Pseudomonadota"),
+    (1236, 1224, "class", "Gammaproteobacteria"),
+    (91347, 1236, "order", "Enterobacterales"),
+    (543, 91347, "family", "Enterobacteriaceae"),
+    (561, 543, "genus", "Escherichia"),
+    (562, 561, "species", "Escherichia coli"),
+    (83333, 562, "strain", "Escherichia coli K-12"),
+    (99, 543, "clade", "an unranked clade"),
+]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def taxdump(folder: Path, *, gtdb_names: bool = False) -> Path:
+    """A tiny taxdump; ``gtdb_names`` names taxa as gtdb_to_taxdump does (``s__Escherichia coli``)."""
+    folder.mkdir()
+    nodes, names = [], []
+    for taxid, parent, rank, name in NODES:
+        nodes.append(f"{taxid}\t|\t{parent}\t|\t{rank}\t|\t\t|\n")
+        if gtdb_names and rank in (
+            "superkingdom",
+            "phylum",
+            "class",
+            "order",
+            "family",
+            "genus",
+            "species",
+        ):
+            name = f"{'d' if rank == 'superkingdom' else rank[0]}__{name}"
+        names.append(f"{taxid}\t|\t{name}\t|\t\t|\tscientific name\t|\n")
+    write(folder / "nodes.dmp", "".join(nodes))
+    write(folder / "names.dmp", "".join(names))
+    return folder
+
+
+@pytest.fixture
+def dump(tmp_path) -> Path:
+    return taxdump(tmp_path / "taxonomy")
+
+
+# ----- Kraken2 ---------------------------------------------------------------------------
+def test_kraken2_taxids_names_and_unclassified(tmp_path, dump):
+    path = write(
+        tmp_path / "k.kraken2",
+        "C\ta\t562\t5000\t562:13 561:4 A:31 0:1\n"
+        "U\tb\t0\t3000\t0:2966\n"
+        "C\tc\tEscherichia coli K-12 (taxid 83333)\t2100\t83333:2066\n"
+        "C\td\t561\t98|94\t561:60 |:| 561:60\n"
+        "\n"
+        "U\te\tunclassified (taxid 0)\t2000\t0:1966\n",
+    )
+    records = list(read_labels(path, "kraken2", taxdump=dump))
+    assert [(r.contig_id, r.line) for r in records] == [
+        ("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 6)
+    ]  # fmt: skip
+    assert records[0].lineage == records[2].lineage == ECOLI  # strain rolls up to its species
+    assert records[1].lineage == records[4].lineage == ()
+    assert records[3].lineage == ECOLI[:6]
+
+
+def test_kraken2_calls_above_every_rank_are_unclassified(tmp_path, dump):
+    path = write(
+        tmp_path / "k.kraken2",
+        "C\ta\t1\t2100\t1:9\nC\tb\t131567\t2100\t131567:9\nC\tc\t99\t2100\t99:9\n",
+    )
+    # The root and "cellular organisms" name no rank; an unranked clade keeps those above it.
+    assert [r.lineage for r in parse_kraken2(path, dump)] == [(), (), ECOLI[:5]]
+
+
+def test_kraken2_gtdb_taxdump_names_are_not_prefixed_twice(tmp_path):
+    gtdb = taxdump(tmp_path / "gtdb", gtdb_names=True)
+    path = write(tmp_path / "k.kraken2", "C\ta\t562\t2100\t562:9\n")
+    assert next(parse_kraken2(path, gtdb)).lineage == ECOLI
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("C\ta\t562\t2100\t562:9\nC\tb\t424242\t2100\t1:1\nC\tc\t424242\t2100\t1:1\n",
+         ":2: taxid 424242 is not in"),
+        ("C\ta\t562\t2100\n", ":1: expected 5 tab-separated columns of Kraken2 output"),
+        ("C\ta\tE. coli\t2100\t1:1\n", ":1: taxid (column 3) must be a number, found 'E. coli'"),
+        ("X\ta\t562\t2100\t1:1\n", ":1: column 1 must be C (classified) or U"),
+        ("C\t \t562\t2100\t1:1\n", ":1: empty sequence id"),
+        ("C\ta\t562\t2100\t1:1\nC\ta\t562\t2100\t1:1\n", ":2: contig 'a' is listed twice"),
+        ("#is_classified\tname\ttaxID\n1\ta\t562\n", "use --format metabuli"),
+        ("1\tcontig_1\t562\t2100\t0.9\tspecies\t562:10\n", "use --format metabuli"),
+        ("  0.50\t10\t10\tS\t562\t    Escherichia coli\n", "a Kraken2 report (--report)"),
+        ("\n\n", "no label rows"),
+    ],
+)  # fmt: skip
+def test_kraken2_bad(tmp_path, dump, text, message):
+    path = write(tmp_path / "bad.kraken2", text)
+    with pytest.raises(BadInputError, match="bad.kraken2") as info:
+        list(read_labels(path, "kraken2", taxdump=dump))
+    assert message in str(info.value)
+
+
+def test_kraken2_needs_a_taxdump(tmp_path, dump):
+    path = write(tmp_path / "k.kraken2", "C\ta\t562\t2100\t562:9\n")
+    with pytest.raises(UsageError, match="--format kraken2 needs --taxdump DIR"):
+        list(read_labels(path, "kraken2"))
+    with pytest.raises(BadInputError, match="not a directory"):
+        list(read_labels(path, "kraken2", taxdump=tmp_path / "nope"))
+
+
+# ----- Metabuli --------------------------------------------------------------------------
+METABULI_LINEAGE = (
+    "d_Bacteria;p_Pseudomonadota;c_Gammaproteobacteria;o_Enterobacterales;"
+    "f_Enterobacteriaceae;sf_Some subfamily;g_Escherichia;sg_Some subgenus;s_Escherichia coli;"
+    "ss_Escherichia coli K-12"
+)
+
+
+def test_metabuli_with_lineage_column_needs_no_taxdump(tmp_path):
+    path = write(
+        tmp_path / "m_classifications.tsv",
+        "#is_classified\tname\ttaxID\tquery_length\tscore\te_value\trank\tlineage\t"
+        "taxID:match_count\n"
+        f"1\ta\t83333\t5000\t0.93\t1e-30\tsubspecies\t{METABULI_LINEAGE}\t83333:120\n"
+        "0\tb\t0\t3000\t0\t-\tno rank\n"
+        "1\tc\t561\t2100\t0.81\t0\tgenus\td_Bacteria;p_Pseudomonadota;c_Gammaproteobacteria;"
+        "o_Enterobacterales;f_Enterobacteriaceae;g_Escherichia\t561:50\n",
+    )
+    records = list(read_labels(path, "metabuli"))
+    assert [r.contig_id for r in records] == ["a", "b", "c"]
+    assert records[0].lineage == ECOLI  # two-letter in-between ranks are skipped
+    assert records[1].lineage == ()
+    assert records[2].lineage == ECOLI[:6]
+
+
+def test_metabuli_with_taxdump_in_every_layout(tmp_path, dump):
+    layouts = {
+        # 1.0: no header, no e-value
+        "old": "1\ta\t562\t2100\t0.9\tspecies\t562:10\n0\tb\t0\t2100\t0\tno rank\n",
+        # 1.2: header with e_value, no lineage
+        "new": "#is_classified\tname\ttaxID\tquery_length\tscore\te_value\trank\t"
+        "taxID:match_count\n1\ta\t562\t2100\t0.9\t0\tspecies\t562:10\n0\tb\t0\t2100\t0\t-\tno rank\n",
+        # the app's older header name for column 1
+        "app": "#query_id\tname\ttaxID\tquery_length\tscore\trank\ttaxID:match_count\n"
+        "1\ta\t562\t2100\t0.9\tspecies\t562:10\n0\tb\t0\t2100\t0\t-\t-\n",
+    }
+    for name, text in layouts.items():
+        path = write(tmp_path / f"{name}.tsv", text)
+        records = list(read_labels(path, "metabuli", taxdump=dump))
+        assert [(r.contig_id, r.lineage) for r in records] == [("a", ECOLI), ("b", ())], name
+    gz = tmp_path / "new.tsv.gz"
+    gz.write_bytes(gzip.compress(layouts["new"].encode()))
+    assert [r.lineage for r in parse_metabuli(gz, dump)] == [ECOLI, ()]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1\ta\t562\t2100\t0.9\tspecies\t562:10\n", ":1: no lineage column in this Metabuli output"),
+        ("#is_classified\tname\ttaxID\tlineage\n1\ta\t562\n", ":2: a classified row without column 4"),
+        ("#is_classified\tname\ttaxID\tlineage\n1\ta\t562\t1224;2\n", ":2: the lineage is taxids"),
+        ("#name\ttaxID\n", ":1: expected Metabuli's header"),
+        ("#is_classified\tname\ttaxID\tlineage\n#is_classified\tname\ttaxID\tlineage\n",
+         ":2: a second header line"),
+        ("C\ta\t562\t2100\t562:9\n", ":1: column 1 (is_classified) must be 0 or 1, found 'C'; "
+         "this looks like Kraken2 output"),
+        ("1\ta\n", ":1: expected at least 3 tab-separated columns"),
+        ("1\ta\tx\n", ":1: taxID (column 3) must be a number"),
+    ],
+)  # fmt: skip
+def test_metabuli_bad(tmp_path, text, message):
+    path = write(tmp_path / "bad_classifications.tsv", text)
+    with pytest.raises(BadInputError, match="bad_classifications.tsv") as info:
+        list(read_labels(path, "metabuli"))
+    assert message in str(info.value)
+
+
+def test_metabuli_unknown_taxid_names_the_line(tmp_path, dump):
+    path = write(
+        tmp_path / "m.tsv",
+        "1\ta\t562\t2100\t0.9\tspecies\t1:1\n1\tb\t77\t2100\t0.9\tspecies\t1:1\n",
+    )
+    with pytest.raises(BadInputError, match=r"m.tsv:2: taxID 77 is not in .*nodes.dmp"):
+        list(read_labels(path, "metabuli", taxdump=dump))
+
+
+def test_taxdump_refused_where_unused(tmp_path, dump):
+    path = write(tmp_path / "t.tsv", "contigs\tpredictions\na\td__Bacteria\n")
+    with pytest.raises(
+        UsageError, match="only used with --format cami, kraken2, metabuli, not taxometer"
+    ):
+        list(read_labels(path, "taxometer", taxdump=dump))
+
+
+def test_lineage_parsing_of_gtdb_named_metabuli_output():
+    assert parse_lineage("d_d__Bacteria;p_p__Bacillota", where="x") == (
+        "d__Bacteria",
+        "p__Bacillota",
+    )
+    # Realm and kingdom are not among the seven ranks: skipped.
+    assert parse_lineage("d_Viruses;r_Riboviria;k_Orthornavirae;p_Pisuviricota", where="x") == (
+        "d__Viruses",
+        "p__Pisuviricota",
+    )
+
+
+# ----- the simulator's Kraken2 and Metabuli files import as its MMseqs2 labels ------------
+def test_simulated_kraken2_and_metabuli_match_mmseqs2(tmp_path, monkeypatch):
+    from tdstore.ingest.core import ingest
+    from tdstore.simulate import FILES, simulate
+
+    monkeypatch.setenv("TDSTORE_QUIET", "1")
+    sim = tmp_path / "sim"
+    simulate(sim, n_contigs=150, seed=4, n_species=8, genome_min=20_000, genome_max=40_000)
+    store = tdstore.init(tmp_path / "sim.tdstore")
+    ingest(store, sim / FILES["fasta"], abundance=sim / FILES["abundance"], show_progress=False)
+    import_labels(store, "mmseqs", sim / FILES["mmseqs2"], format="mmseqs2")
+    dump_dir = sim / FILES["taxdump"]
+    kraken = import_labels(
+        store, "kraken", sim / FILES["kraken2"], format="kraken2", taxdump=dump_dir
+    )
+    mb_lineage = import_labels(store, "mbl", sim / FILES["metabuli"], format="metabuli")
+    mb_taxdump = import_labels(
+        store, "mbt", sim / FILES["metabuli"], format="metabuli", taxdump=dump_dir
+    )
+    for summary in (kraken, mb_lineage, mb_taxdump):
+        assert summary["matched"] == store.n_contigs and summary["taxa_added"] == 0
+        assert summary["unclassified"] > 0
+    expected = label_vector(store, "mmseqs").tolist()
+    for name in ("kraken", "mbl", "mbt"):
+        assert label_vector(store, name).tolist() == expected, name
+    assert store.labels("kraken")[1]["tool"] == "kraken2"
+    assert store.labels("mbt")[1]["format"] == "metabuli"
+
+
+def test_cli_imports_kraken2_and_metabuli(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("TDSTORE_QUIET", "1")
+    sim, store = tmp_path / "sim", tmp_path / "s.tdstore"
+    assert cli("simulate", sim, "--contigs", 120, "--seed", 2, "--species", 6).exit_code == 0
+    assert cli("init", store).exit_code == 0
+    ingested = cli(
+        "ingest", store, "--fasta", sim / "contigs.fna.gz", "--abundance", sim / "abundance.tsv"
+    )
+    assert ingested.exit_code == 0, ingested.stderr
+    kraken = cli(
+        "labels", "import", store, "kraken", sim / "contigs.kraken2",
+        "--format", "kraken2", "--taxdump", sim / "taxdump",
+    )  # fmt: skip
+    assert kraken.exit_code == 0, kraken.stderr
+    assert "imported label set 'kraken' (kraken2)" in kraken.stdout
+    metabuli = cli(
+        "labels", "import", store, "metabuli", sim / "metabuli_classifications.tsv",
+        "-f", "metabuli",
+    )  # fmt: skip
+    assert metabuli.exit_code == 0, metabuli.stderr
+    listing = cli("labels", "list", store).stdout.splitlines()
+    assert [line.split()[:2] for line in listing[1:]] == [
+        ["kraken", "kraken2"],
+        ["metabuli", "metabuli"],
+    ]
+    # Kraken2 output without its taxdump: a one-line usage error, nothing written.
+    missing = cli("labels", "import", store, "k2", sim / "contigs.kraken2", "-f", "kraken2")
+    assert missing.exit_code != 0
+    assert "--format kraken2 needs --taxdump DIR" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    assert not (store / "labels" / "k2.parquet").exists()

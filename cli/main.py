@@ -109,6 +109,7 @@ COMMAND_ORDER = (
     "cmd_sql",
     "cmd_train",
     "cmd_evaluate",
+    "cmd_drop",
     "cmd_demo",
     "cmd_migrate",
 )

@@ -37,8 +37,9 @@ def import_(
             "-f",
             help="taxometer (contigs/predictions TSV), mmseqs2 (taxonomy --tax-lineage 1 "
             "output), cami (binning gold standard; needs --taxdump), kraken2 (--output "
-            "file; needs --taxdump) or metabuli (classifications.tsv; --taxdump unless "
-            "classified with --lineage 1)",
+            "file; needs --taxdump), metabuli (classifications.tsv; --taxdump unless "
+            "classified with --lineage 1) or taxometer-output (Taxometer's results TSV, "
+            "to evaluate it)",
         ),
     ],
     taxdump: Annotated[
@@ -52,6 +53,13 @@ def import_(
         str | None, typer.Option(help="Tool that made the labels (recorded as provenance)")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a label set of the same name")] = False,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            help="taxometer-output: stop each lineage before its first score <= this "
+            "(0.8 is TaxDistill's rule, as `evaluate` applies to runs)"
+        ),
+    ] = None,
 ) -> None:
     """Import a label file as label set NAME."""
     import tdstore
@@ -64,6 +72,7 @@ def import_(
         format=format,
         taxdump=taxdump,
         overwrite=overwrite,
+        min_score=min_score,
         tool=tool,
     )
     typer.echo(f"imported label set {name!r} ({format}) from {s['source']}")
@@ -90,15 +99,18 @@ def list_(store: StorePath) -> None:
     if not names:
         typer.echo("no label sets; import one with `tdstore labels import`")
         return
+    described = [(name, describe(opened, name)) for name in names]
+    # Names and formats as wide as the widest (taxometer-output is 16 characters).
+    nw = max(16, *(len(name) for name in names))
+    fw = max(10, *(len(d["format"] or "?") for _, d in described))
     typer.echo(
-        f"{'name':<16} {'format':<10} {'matched':>9} {'unknown':>8} {'filtered':>8} "
+        f"{'name':<{nw}} {'format':<{fw}} {'matched':>9} {'unknown':>8} {'filtered':>8} "
         f"{'unclass.':>8} {'species':>8}  source"
     )
-    for name in names:
-        d = describe(opened, name)
+    for name, d in described:
         c = d["counts"]
         typer.echo(
-            f"{name:<16} {d['format'] or '?':<10} {c.get('matched', 0):>9,} "
+            f"{name:<{nw}} {d['format'] or '?':<{fw}} {c.get('matched', 0):>9,} "
             f"{c.get('unknown', 0):>8,} {c.get('filtered', 0):>8,} "
             f"{c.get('unclassified', 0):>8,} {c.get('classified_at', {}).get('species', 0):>8,}"
             f"  {d['source']}"

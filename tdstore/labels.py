@@ -37,6 +37,7 @@ DEFAULT_TOOL = {
     "cami": "cami-gold-standard",
     "kraken2": "kraken2",
     "metabuli": "metabuli",
+    "taxometer-output": "taxometer",
 }
 
 
@@ -68,7 +69,9 @@ class _Collected:
         return key
 
 
-def _collect(store: Store, path: Path, format: str, taxdump: Path | None) -> _Collected:
+def _collect(
+    store: Store, path: Path, format: str, taxdump: Path | None, min_score: float | None
+) -> _Collected:
     contigs = store.contigs(kept_only=False, columns=["contig_id", "kept"])
     dropped = contigs.filter(pc.invert(contigs.column("kept")))
     filtered_ids = set(dropped.column("contig_id").to_pylist())
@@ -76,7 +79,10 @@ def _collect(store: Store, path: Path, format: str, taxdump: Path | None) -> _Co
     out = _Collected()
     total = path.stat().st_size if path.suffix != ".gz" else None
     with Progress(f"labels {path.name}", total=total, unit="B") as bar:
-        for record in read_labels(path, format, taxdump=taxdump, on_bytes=bar.advance):
+        records = read_labels(
+            path, format, taxdump=taxdump, min_score=min_score, on_bytes=bar.advance
+        )
+        for record in records:
             out.n_rows += 1
             key = out.lineage_key(record.lineage, f"{path}:{record.line}")
             row = row_of.get(record.contig_id)
@@ -128,8 +134,12 @@ def import_labels(
     taxdump: Path | str | None = None,
     overwrite: bool = False,
     tool: str | None = None,
+    min_score: float | None = None,
 ) -> dict[str, Any]:
     """Import a label file as label set ``name``; returns the summary stored with it.
+
+    ``min_score`` (Taxometer output only) cuts each lineage before its first node scored
+    at or below it.
 
     Contigs of the file that the store does not hold are counted (``unknown``) or, if
     below the length filter, ``filtered``; if none matches, the file is refused. The
@@ -141,10 +151,10 @@ def import_labels(
     if target.exists() and not overwrite:
         raise ConflictError(f"{target}: label set {name!r} exists; use --overwrite to replace it")
     refuse_key_clash(store, "label", name)
-    check_format(format, taxdump)
+    check_format(format, taxdump, min_score)
     require_regular_file(path)  # read twice (rows, then md5): a pipe would be used up
     store.core  # noqa: B018 - a clear error if the store has no contigs yet
-    collected = _collect(store, path, format, taxdump)
+    collected = _collect(store, path, format, taxdump, min_score)
     if collected.n_rows and not collected.rows:
         examples = ", ".join(collected.unknown_examples or collected.filtered_examples)
         why = (
@@ -195,6 +205,7 @@ def import_labels(
             "source": str(path),
             "source_md5": _md5(path),
             "taxdump": None if taxdump is None else str(taxdump),
+            "min_score": min_score,
             "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "counts": counts,
             "examples": examples,

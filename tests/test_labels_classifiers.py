@@ -291,3 +291,89 @@ def test_cli_imports_kraken2_and_metabuli(cli, tmp_path, monkeypatch):
     assert "--format kraken2 needs --taxdump DIR" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
     assert not (store / "labels" / "k2.parquet").exists()
+
+
+# ----- Taxometer's results TSV, imported to be evaluated ---------------------------------
+TAXOMETER_OUT = "contigs\tpredictions\tscores\n"
+
+
+def test_taxometer_output_with_and_without_a_score_cut(tmp_path):
+    path = write(
+        tmp_path / "results_taxometer.tsv",
+        TAXOMETER_OUT + "a\td__Bacteria;p__Pseudomonadota;c__Gammaproteobacteria\t1.0;0.9;0.6\n"
+        "b\t\t\n"
+        "c\td__Bacteria;p__Pseudomonadota\t0.8;0.99\n",
+    )
+    every = list(read_labels(path, "taxometer-output"))
+    assert [len(r.lineage) for r in every] == [3, 0, 2]
+    cut = list(read_labels(path, "taxometer-output", min_score=0.8))
+    # A score must be above the cut, and a lineage stops at its first node that is not.
+    assert [r.lineage for r in cut] == [ECOLI[:2], (), ()]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("contigs\tpredictions\na\td__B\n", ":1: expected Taxometer's result header"),
+        (TAXOMETER_OUT + "a\td__B;p__C\t1.0\n", ":2: 2 taxa but 1 scores"),
+        (TAXOMETER_OUT + "a\td__B\thigh\n", ":2: score 'high' is not a number"),
+        (TAXOMETER_OUT + "a\td__B\t1.5\n", ":2: score 1.5 is outside [0, 1]"),
+        (TAXOMETER_OUT + "a\td__B\n", ":2: expected 3 tab-separated columns"),
+    ],
+)
+def test_taxometer_output_bad(tmp_path, text, message):
+    path = write(tmp_path / "bad.tsv", text)
+    with pytest.raises(BadInputError, match="bad.tsv") as info:
+        list(read_labels(path, "taxometer-output"))
+    assert message in str(info.value)
+
+
+def test_taxometer_output_options_checked(tmp_path):
+    path = write(tmp_path / "r.tsv", TAXOMETER_OUT + "a\td__B\t1.0\n")
+    with pytest.raises(UsageError, match="--min-score is only used with --format taxometer-output"):
+        list(read_labels(path, "taxometer", min_score=0.5))
+    with pytest.raises(UsageError, match=r"--min-score must be in \[0, 1\)"):
+        list(read_labels(path, "taxometer-output", min_score=1.0))
+    # The learning format points at this one when handed Taxometer's output.
+    with pytest.raises(BadInputError, match="--format taxometer-output"):
+        list(read_labels(path, "taxometer"))
+
+
+def test_exported_run_imported_back_evaluates_like_the_run(tmp_path, monkeypatch):
+    """`export --threshold 0.8` then `labels import --format taxometer-output`: the label
+    set's per-rank metrics equal the run's own at evaluate's threshold 0.8, exactly."""
+    import torch
+
+    from tdstore.evaluate import evaluate
+    from tdstore.export import export_run
+    from tdstore.ingest.core import ingest
+    from tdstore.simulate import simulate
+    from tdstore.student.fit import FitConfig
+    from tdstore.student.train import TrainRequest, train
+
+    monkeypatch.setenv("TDSTORE_QUIET", "1")
+    torch.set_num_threads(1)
+    sim = simulate(
+        tmp_path / "sim", n_contigs=300, seed=6, n_species=6, genome_min=20_000, genome_max=40_000
+    )
+    store = tdstore.init(tmp_path / "s.tdstore")
+    ingest(store, sim["fasta_path"], abundance=sim["abundance_path"], show_progress=False)
+    store = tdstore.open(store.path)
+    import_labels(store, "mmseqs", sim["labels_path"], format="taxometer")
+    import_labels(store, "gold", sim["gold_path"], format="taxometer")
+    fit = FitConfig(epochs=3, batch_size=64, lr=1e-2, hidden=32, patience=None)
+    train(store, TrainRequest(labels="mmseqs", name="plain", fit=fit), progress=False)
+    exported = tmp_path / "plain.taxometer.tsv"
+    export_run(store, "plain", "taxometer", exported, threshold=0.8)
+    import_labels(store, "tx", exported, format="taxometer-output")
+    assert store.labels("tx")[1]["tool"] == "taxometer"
+    table = evaluate(store, gold="gold", runs=["plain"], label_sets=["tx"], save=False).to_pylist()
+    by_source: dict[str, dict] = {}
+    for row in table:
+        if row["group"] == "all":
+            by_source.setdefault(row["source"], {})[row["rank"]] = (
+                row["correct"], row["wrong"], row["unassigned"], row["overcalled"]
+            )  # fmt: skip
+    assert set(by_source) == {"plain", "labels:tx"}
+    assert by_source["plain"] == by_source["labels:tx"]
+    assert any(counts[0] > 0 for counts in by_source["labels:tx"].values())

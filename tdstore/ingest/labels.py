@@ -35,10 +35,18 @@ __all__ = [
     "parse_metabuli",
     "parse_mmseqs2",
     "parse_taxometer",
+    "parse_taxometer_output",
     "read_labels",
 ]
 
-FORMATS: tuple[str, ...] = ("taxometer", "mmseqs2", "cami", "kraken2", "metabuli")
+FORMATS: tuple[str, ...] = (
+    "taxometer",
+    "mmseqs2",
+    "cami",
+    "kraken2",
+    "metabuli",
+    "taxometer-output",
+)
 # Formats whose taxids need the taxdump of the database that made them (Metabuli: unless
 # it wrote its own lineage column).
 NEEDS_TAXDUMP = ("cami", "kraken2")
@@ -79,7 +87,8 @@ def parse_taxometer(path: Path | str, on_bytes: OnBytes | None = None) -> Iterat
     if header == TAXOMETER_OUTPUT_HEADER:
         raise BadInputError(
             f"{path}:1: this is Taxometer OUTPUT (header contigs, predictions, scores), "
-            "not a taxonomy to learn from; give the labels Taxometer was trained on"
+            "not a taxonomy to learn from; give the labels Taxometer was trained on "
+            "(or, to evaluate Taxometer's calls, --format taxometer-output)"
         )
     if header not in (TAXOMETER_HEADER, TAXOMETER_GOLD_HEADER):
         hint = ""
@@ -110,6 +119,67 @@ def parse_taxometer(path: Path | str, on_bytes: OnBytes | None = None) -> Iterat
         lineage = lineage_of(fields[1], where) if len(fields) > 1 else ()
         novel = _parse_novel(fields[2], where) if len(fields) > 2 else None
         yield LabelRecord(contig_id, lineage, novel, number)
+
+
+def parse_taxometer_output(
+    path: Path | str, min_score: float | None = None, on_bytes: OnBytes | None = None
+) -> Iterator[LabelRecord]:
+    """Taxometer's result TSV (``contigs``, ``predictions``, ``scores``) as calls to compare.
+
+    Taxometer writes the nodes above its own threshold (0.5), one score per node. With
+    ``min_score`` each lineage stops before its first node scored ``<= min_score``
+    (TaxDistill counts a call whose score is above 0.8), so ``tdstore evaluate --labels``
+    judges Taxometer by the rule it applies to a run.
+    """
+    path = Path(path)
+    lines = read_lines(path, on_bytes)
+    first = next(lines, None)
+    header = tuple(f.strip() for f in first[1].split("\t")) if first else ()
+    if header != TAXOMETER_OUTPUT_HEADER:
+        found = first[1][:80] if first else ""
+        raise BadInputError(
+            f"{path}:1: expected Taxometer's result header 'contigs<TAB>predictions<TAB>scores', "
+            f"found {found!r}"
+        )
+    lineage_of = LineageCache()
+    for number, text in lines:
+        if not text.strip():
+            continue
+        where = f"{path}:{number}"
+        fields = text.split("\t")
+        if len(fields) != 3:
+            raise BadInputError(
+                f"{where}: expected 3 tab-separated columns (contigs, predictions, scores), "
+                f"found {len(fields)}"
+            )
+        contig_id, names, scores = (f.strip() for f in fields)
+        if not contig_id:
+            raise BadInputError(f"{where}: empty contig id")
+        elements = [e for e in names.split(";")] if names else []
+        values = _scores(scores, where) if scores else []
+        if len(values) != len(elements):
+            raise BadInputError(
+                f"{where}: {len(elements)} taxa but {len(values)} scores; "
+                "Taxometer writes one score per taxon"
+            )
+        if min_score is not None:
+            keep = next((i for i, v in enumerate(values) if v <= min_score), len(values))
+            elements = elements[:keep]
+        lineage = lineage_of(";".join(elements), where) if elements else ()
+        yield LabelRecord(contig_id, lineage, None, number)
+
+
+def _scores(text: str, where: str) -> list[float]:
+    values = []
+    for part in text.split(";"):
+        try:
+            value = float(part)
+        except ValueError:
+            raise BadInputError(f"{where}: score {part[:20]!r} is not a number") from None
+        if not 0.0 <= value <= 1.0:
+            raise BadInputError(f"{where}: score {part} is outside [0, 1]")
+        values.append(value)
+    return values
 
 
 def parse_mmseqs2(path: Path | str, on_bytes: OnBytes | None = None) -> Iterator[LabelRecord]:
@@ -155,10 +225,17 @@ def parse_mmseqs2(path: Path | str, on_bytes: OnBytes | None = None) -> Iterator
         yield LabelRecord(contig_id, lineage, None, number)
 
 
-def check_format(format: str, taxdump: Path | str | None) -> None:
-    """Refuse an unknown format, or a taxdump given where it is (not) needed."""
+def check_format(format: str, taxdump: Path | str | None, min_score: float | None = None) -> None:
+    """Refuse an unknown format, or a taxdump or score cut given where it is (not) needed."""
     if format not in FORMATS:
         raise UsageError(f"unknown label format {format!r}; use one of {', '.join(FORMATS)}")
+    if min_score is not None:
+        if format != "taxometer-output":
+            raise UsageError(
+                f"--min-score is only used with --format taxometer-output, not {format}"
+            )
+        if not 0.0 <= min_score < 1.0:
+            raise UsageError(f"--min-score must be in [0, 1), not {min_score}")
     if format in NEEDS_TAXDUMP and taxdump is None:
         what = "of the gold standard" if format == "cami" else "of the Kraken2 database"
         raise UsageError(f"--format {format} needs --taxdump DIR (the nodes.dmp/names.dmp {what})")
@@ -173,13 +250,16 @@ def read_labels(
     format: str,
     *,
     taxdump: Path | str | None = None,
+    min_score: float | None = None,
     on_bytes: OnBytes | None = None,
 ) -> Iterator[LabelRecord]:
     """Records of any supported format; a contig listed twice or a file with no rows is an error."""
     path = Path(path)
-    check_format(format, taxdump)
+    check_format(format, taxdump, min_score)
     if format == "taxometer":
         records = parse_taxometer(path, on_bytes)
+    elif format == "taxometer-output":
+        records = parse_taxometer_output(path, min_score, on_bytes)
     elif format == "mmseqs2":
         records = parse_mmseqs2(path, on_bytes)
     elif format == "metabuli":

@@ -139,8 +139,7 @@ def write_kraken2(
 
 
 METABULI_HEADER = (
-    "#is_classified\tname\ttaxID\tquery_length\tscore\te_value\trank\tlineage\t"
-    "taxID:match_count"
+    "#is_classified\tname\ttaxID\tquery_length\tscore\te_value\trank\tlineage\ttaxID:match_count"
 )
 
 

@@ -277,16 +277,31 @@ def export(
         bool,
         typer.Option("--raw", help="Threshold and print the raw (uncalibrated) probabilities."),
     ] = False,
+    taxdump: Annotated[
+        Path | None,
+        typer.Option(
+            help="cami: write this taxdump's taxids (nodes.dmp, names.dmp; the gold "
+            "standard's NCBI dump for AMBER) instead of the store's taxon ids"
+        ),
+    ] = None,
 ) -> None:
     """Write a run's predictions as Taxometer's TSV or a CAMI taxonomic binning file."""
     import tdstore
     from tdstore.export import export_run
 
-    result = export_run(tdstore.open(store), run, format, output, threshold=threshold, raw=raw)
+    result = export_run(
+        tdstore.open(store), run, format, output, threshold=threshold, raw=raw, taxdump=taxdump
+    )
     typer.echo(
         f"{result['format']}: {result['contigs']:,} contigs, {result['called']:,} with a call "
         f"above {threshold} -> {result['path']}"
     )
+    if result.get("not_in_taxdump"):
+        typer.echo(
+            f"note: {result['not_in_taxdump']:,} called contigs left out: none of their "
+            f"called taxa is in {taxdump}",
+            err=True,
+        )
 
 
 def runs(

@@ -8,8 +8,9 @@ a contig with no call keeps its line with two empty fields::
     export_run(store, "kd-a05", "taxometer", "result_taxometer.tsv", threshold=0.5)
     export_run(store, "kd-a05", "cami", "kd-a05.binning")
 
-The CAMI file's TAXID is the store's integer taxon id: a store keeps no NCBI taxids (a
-CAMI gold standard's are turned into names at import), see :func:`cami_lines`.
+The CAMI file's TAXID is the taxid of a taxdump (``--taxdump``: the NCBI dump of the gold
+standard, which AMBER needs) or, without one, the store's integer taxon id: a store keeps
+names, not taxids (see :func:`cami_lines`).
 """
 
 from __future__ import annotations
@@ -86,27 +87,35 @@ def cami_lines(
     threshold: float = DEFAULT_THRESHOLD,
     default_sample: str = "tdstore",
     raw: bool = False,
+    taxids: dict[int, int] | None = None,
 ) -> list[str]:
     """CAMI (bioboxes) taxonomic binning: one section per sample, each from ``@Version``.
 
-    TAXID is the store's integer taxon id of the deepest called node. CAMI tools (AMBER,
-    OPAL) read TAXID as an NCBI taxid, but a store keeps none: labels imported with
-    ``--format cami --taxdump`` are turned into GTDB-style names at import (with
-    placeholders such as ``c__Foo (no class)`` that no taxid names). So compare this file
-    with a gold standard of the same store, or map the ids through ``taxonomy.parquet``
-    (``taxon_id`` -> ``name``). A name never goes in TAXID: names hold spaces. ``_RANK``
-    and ``_LINEAGE`` (the called names, domain first) are extra columns, which bioboxes
-    allows when ``_``-prefixed. Contigs with no call at the threshold are left out: CAMI
-    reads a contig that is absent as unassigned.
+    CAMI tools (AMBER, OPAL) read TAXID as an NCBI taxid. A store keeps names (labels
+    imported with a taxdump become GTDB-style names, with placeholders such as
+    ``c__Foo (no class)`` that no taxid names), so TAXID comes from ``taxids`` (store
+    taxon id -> taxid, :meth:`TaxDump.taxids_of`): the deepest called node that has one.
+    Without ``taxids`` TAXID is the store's integer taxon id of the deepest called node:
+    compare such a file with a gold standard of the same store, or map the ids through
+    ``taxonomy.parquet``. A name never goes in TAXID: names hold spaces. ``_RANK`` (of the
+    TAXID) and ``_LINEAGE`` (the called names, domain first) are extra columns, which
+    bioboxes allows when ``_``-prefixed. Contigs with no call at the threshold, or none
+    that ``taxids`` names, are left out: CAMI reads a contig that is absent as unassigned.
     """
     by_sample: dict[str, list[str]] = {}
     for contig, taxa, _ in called_lineages(table, threshold=threshold, raw=raw):
-        if not taxa:
+        depth = len(taxa)
+        if taxids is not None:
+            while depth and taxa[depth - 1] not in taxids:
+                depth -= 1
+        if not depth:
             continue
+        deepest = taxa[depth - 1]
+        taxid = deepest if taxids is None else taxids[deepest]
         sample = samples.get(contig) or default_sample
         lineage = ";".join(taxonomy.names[t] for t in taxa)
-        rank = RANKS[len(taxa) - 1]
-        by_sample.setdefault(sample, []).append(f"{contig}\t{taxa[-1]}\t{rank}\t{lineage}\n")
+        rank = RANKS[depth - 1]
+        by_sample.setdefault(sample, []).append(f"{contig}\t{taxid}\t{rank}\t{lineage}\n")
     if not by_sample:
         by_sample[default_sample] = []
     lines: list[str] = []
@@ -130,17 +139,29 @@ def export_run(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     raw: bool = False,
+    taxdump: Path | str | None = None,
 ) -> dict[str, int | str]:
-    """Write a run's predictions in ``format``; returns counts for the CLI to report."""
+    """Write a run's predictions in ``format``; returns counts for the CLI to report.
+
+    ``taxdump`` (CAMI only): write that dump's taxids; ``not_in_taxdump`` then counts the
+    called contigs left out because no called taxon of theirs is in it.
+    """
     from tdstore.student.runs import load_predictions
 
     if format not in FORMATS:
         raise UsageError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    if taxdump is not None and format != "cami":
+        raise UsageError(f"--taxdump is only used with --format cami, not {format}")
     check_threshold(threshold)
     output = check_output_file(output, store=store)
     table, _ = load_predictions(store, run)
     table = table.sort_by("row")
     taxonomy = store.taxonomy()
+    taxids = None
+    if taxdump is not None:
+        from tdstore.ingest.taxdump import TaxDump
+
+        taxids = TaxDump.load(taxdump).taxids_of(taxonomy)
     if format == "taxometer":
         lines = taxometer_lines(table, taxonomy, threshold=threshold, raw=raw)
     else:
@@ -153,9 +174,23 @@ def export_run(
             )
         )
         lines = cami_lines(
-            table, taxonomy, samples, threshold=threshold, default_sample=store.path.stem, raw=raw
+            table,
+            taxonomy,
+            samples,
+            threshold=threshold,
+            default_sample=store.path.stem,
+            raw=raw,
+            taxids=taxids,
         )
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         handle.writelines(lines)
-    called = sum(1 for _, taxa, _ in called_lineages(table, threshold=threshold, raw=raw) if taxa)
-    return {"path": str(output), "contigs": table.num_rows, "called": called, "format": format}
+    calls = [taxa for _, taxa, _ in called_lineages(table, threshold=threshold, raw=raw) if taxa]
+    result: dict[str, int | str] = {
+        "path": str(output),
+        "contigs": table.num_rows,
+        "called": len(calls),
+        "format": format,
+    }
+    if taxids is not None:
+        result["not_in_taxdump"] = sum(1 for taxa in calls if not any(t in taxids for t in taxa))
+    return result

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tdstore.errors import BadInputError
-from tdstore.taxonomy import RANK_LETTERS, RANKS, strip_rank_prefix
+from tdstore.taxonomy import RANK_LETTERS, RANKS, Taxonomy, strip_rank_prefix
 
 # NCBI renamed "superkingdom" to "domain" in 2025; both map to tdstore's domain.
 RANK_CODES: dict[str, int] = {
@@ -206,3 +206,59 @@ class TaxDump:
                     lineage.append(f"{letter}__{named} (no {RANKS[code]})".replace("__ ", "__"))
             out[taxid] = tuple(lineage)
         return out
+
+    def taxids_of(self, taxonomy: Taxonomy) -> dict[int, int]:
+        """The dump's taxid of each store taxon it names: store taxon id -> taxid.
+
+        A taxon matches a dump node of the same rank and scientific name (prefix off:
+        ``g__Bacillus`` is ``Bacillus``) whose ranked ancestors agree with the taxon's
+        nearest matched ancestor: the bacterial genus Bacillus, not the stick insect.
+        Taxa are matched from the domains down, so every ancestor is settled first. A name
+        with no node, or with several that agree equally, stays unmatched, as do the
+        placeholders (``c__Foo (no class)``) that no dump names.
+        """
+        import pyarrow.compute as pc
+
+        # Bare names, and the prefixed ones a GTDB taxdump uses.
+        wanted = {n for name in taxonomy.names[1:] for n in (name, name.split("__", 1)[-1])}
+        candidates: dict[str, list[int]] = {}
+        path = self.directory / "names.dmp"
+        value_set = pa.array(sorted(wanted), pa.string())
+        for lines, (taxid, name, _, name_class) in _dmp_batches(path, 4):
+            scientific = pc.starts_with(name_class, "scientific name")
+            name = pc.utf8_trim_whitespace(name.filter(scientific))
+            hit = pc.is_in(name, value_set=value_set)
+            mask = scientific.to_numpy(zero_copy_only=False)
+            ids = _to_int(taxid.filter(scientific), path, lines[mask], "tax_id")
+            keep = hit.to_numpy(zero_copy_only=False)
+            for t, n in zip(ids[keep].tolist(), name.filter(hit).to_pylist(), strict=True):
+                candidates.setdefault(n, []).append(t)
+        mapped: dict[int, int] = {}
+        order = sorted(range(1, len(taxonomy)), key=taxonomy.depth)
+        for taxon in order:
+            name = taxonomy.names[taxon]
+            code = taxonomy.depth(taxon) - 1
+            # GTDB taxdumps name taxa with their prefix ("g__Bacillus"): match those too.
+            found = candidates.get(name.split("__", 1)[-1], []) + candidates.get(name, [])
+            found = [t for t in set(found) if t in self and int(self.rank[t]) == code]
+            anchor = self._nearest_mapped(taxonomy, taxon, mapped)
+            if anchor is not None:
+                anchor_code, anchor_taxid = anchor
+                found = [
+                    t for t in found if self.ranked_ancestors(t).get(anchor_code) == anchor_taxid
+                ]
+            if len(found) == 1:
+                mapped[taxon] = found[0]
+        return mapped
+
+    @staticmethod
+    def _nearest_mapped(
+        taxonomy: Taxonomy, taxon: int, mapped: dict[int, int]
+    ) -> tuple[int, int] | None:
+        """(rank code, taxid) of the closest ancestor of ``taxon`` that has a taxid."""
+        node = taxonomy.parents[taxon]
+        while node > 0:
+            if node in mapped:
+                return taxonomy.depth(node) - 1, mapped[node]
+            node = taxonomy.parents[node]
+        return None

@@ -86,6 +86,12 @@ def import_(
     if s["novel"] is not None:
         typer.echo(f"  novel {s['novel']:,}")
     typer.echo(f"  taxa added to the store's taxonomy: {s['taxa_added']:,}")
+    if s.get("homonyms"):
+        typer.echo(
+            f"note: {s['homonyms']:,} taxa share a name with another taxon of the store and "
+            f"were named after their parent, e.g. {', '.join(s['homonym_examples'][:2])}",
+            err=True,
+        )
 
 
 @labels_app.command("list")

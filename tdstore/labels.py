@@ -31,6 +31,8 @@ from tdstore.taxonomy import RANKS, ROOT_ID, Taxonomy, format_lineage
 
 LOCK_TIMEOUT_S = 30.0
 N_EXAMPLES = 5
+# Formats whose names come from NCBI-style taxonomies, where a name may have two parents.
+NCBI_NAMED_FORMATS = ("mmseqs2", "cami", "kraken2", "metabuli")
 DEFAULT_TOOL = {
     "taxometer": "taxometer-tsv",
     "mmseqs2": "mmseqs2",
@@ -102,12 +104,20 @@ def _collect(
     return out
 
 
-def _add_lineages(taxonomy: Taxonomy, collected: _Collected, keys: np.ndarray) -> np.ndarray:
-    """Taxon id of each distinct lineage in ``keys`` (others -1), added in file order."""
+def _add_lineages(
+    taxonomy: Taxonomy,
+    collected: _Collected,
+    keys: np.ndarray,
+    homonyms: list[tuple[str, str, str]] | None,
+) -> np.ndarray:
+    """Taxon id of each distinct lineage in ``keys`` (others -1), added in file order.
+
+    ``homonyms``: collect NCBI homonyms (:meth:`Taxonomy.add_lineage`) instead of refusing.
+    """
     taxon_of_key = np.full(len(collected.lineages), -1, dtype=np.int64)
     for key in keys.tolist():
         taxon_of_key[key] = taxonomy.add_lineage(
-            collected.lineages[key], where=collected.first_where[key]
+            collected.lineages[key], where=collected.first_where[key], homonyms=homonyms
         )
     return taxon_of_key
 
@@ -172,8 +182,13 @@ def import_labels(
     keys = np.frombuffer(collected.lineage_of_row, dtype=np.int64)[order]
     novel = [collected.novel[i] for i in order.tolist()]
     used = np.unique(keys)  # keys number lineages in order of first appearance: file order
+    # NCBI names are not unique (homonyms across kingdoms); GTDB's are, so there a name
+    # under two parents means inconsistent input.
+    ncbi = format in NCBI_NAMED_FORMATS
     # Validate every lineage of the file (not only matched ones) before touching the store.
-    _add_lineages(store.taxonomy(), collected, np.arange(len(collected.lineages)))
+    _add_lineages(
+        store.taxonomy(), collected, np.arange(len(collected.lineages)), [] if ncbi else None
+    )
     depth = np.asarray([len(collected.lineages[k]) for k in keys.tolist()], dtype=np.int64)
     counts = _counts(collected, depth, novel)
     examples = {
@@ -186,10 +201,13 @@ def import_labels(
         refuse_key_clash(store, "label", name)  # again: another import may have finished
         taxonomy = store.taxonomy().copy()
         n_before = len(taxonomy)
-        taxon_of_key = _add_lineages(taxonomy, collected, used)
+        homonyms: list[tuple[str, str, str]] = []
+        taxon_of_key = _add_lineages(taxonomy, collected, used, homonyms if ncbi else None)
         if len(taxonomy) > n_before:
             store.write_taxonomy(taxonomy)
         counts["taxa_added"] = len(taxonomy) - n_before
+        counts["homonyms"] = len(homonyms)
+        examples["homonyms"] = [f"{new} ({where})" for _, new, where in homonyms[:N_EXAMPLES]]
         table = pa.table(
             {
                 "row": pa.array(rows, pa.int64()),
@@ -218,6 +236,7 @@ def import_labels(
         **counts,
         "unknown_examples": examples["unknown"],
         "filtered_examples": examples["filtered"],
+        "homonym_examples": examples["homonyms"],
     }
 
 

@@ -131,25 +131,63 @@ class Taxonomy:
     def copy(self) -> Taxonomy:
         return Taxonomy(list(self.names), list(self.ranks), list(self.parents))
 
-    def add_lineage(self, names: Sequence[str], *, where: str) -> int:
-        """Add a normalised lineage; returns the id of its deepest taxon (0 if empty)."""
+    def add_lineage(
+        self,
+        names: Sequence[str],
+        *,
+        where: str,
+        homonyms: list[tuple[str, str, str]] | None = None,
+    ) -> int:
+        """Add a normalised lineage; returns the id of its deepest taxon (0 if empty).
+
+        A name already in the tree under another parent is an error (GTDB names are
+        unique: it means inconsistent input), unless ``homonyms`` is given: NCBI reuses
+        names across kingdoms (*Bacillus* the bacterium and the stick insect), so the
+        newcomer becomes ``g__Bacillus (Bacillidae)``, after its parent, and
+        ``(name, qualified name, where)`` is appended to ``homonyms``.
+        """
         parent = ROOT_ID
         for depth, name in enumerate(names):
             rank = RANKS[depth]
-            existing = self.by_name.get(name)
-            if existing is None:
-                existing = len(self.names)
-                self.names.append(name)
+            taxon = self._child(name, parent, where, homonyms)
+            if taxon is None:
+                taxon = len(self.names)
+                self.names.append(
+                    name if name not in self.by_name else self._qualified(name, parent)
+                )
                 self.ranks.append(rank)
                 self.parents.append(parent)
-                self.by_name[name] = existing
-            elif self.parents[existing] != parent:
-                raise BadInputError(
-                    f"{where}: ambiguous taxonomy: taxon {name!r} has two parents, "
-                    f"{self.names[self.parents[existing]]!r} and {self.names[parent]!r}"
-                )
-            parent = existing
+                self.by_name[self.names[taxon]] = taxon
+                if self.names[taxon] != name and homonyms is not None:
+                    homonyms.append((name, self.names[taxon], where))
+            parent = taxon
         return parent
+
+    def _child(
+        self, name: str, parent: int, where: str, homonyms: list[tuple[str, str, str]] | None
+    ) -> int | None:
+        """The taxon ``name`` under ``parent`` if the tree has it; None if it is to be added."""
+        existing = self.by_name.get(name)
+        if existing is None or self.parents[existing] == parent:
+            return existing
+        if homonyms is None:
+            raise BadInputError(
+                f"{where}: ambiguous taxonomy: taxon {name!r} has two parents, "
+                f"{self.names[self.parents[existing]]!r} and {self.names[parent]!r}"
+            )
+        qualified = self._qualified(name, parent)
+        existing = self.by_name.get(qualified)
+        if existing is not None and self.parents[existing] != parent:
+            raise BadInputError(
+                f"{where}: ambiguous taxonomy: {qualified!r} has two parents, "
+                f"{self.names[self.parents[existing]]!r} and {self.names[parent]!r}"
+            )
+        return existing
+
+    def _qualified(self, name: str, parent: int) -> str:
+        """``g__Bacillus`` under ``f__Bacillidae`` -> ``g__Bacillus (Bacillidae)``."""
+        above = self.names[parent].split("__", 1)[-1] if parent != ROOT_ID else "root"
+        return f"{name} ({above})"
 
     def id_of(self, name: str) -> int | None:
         return self.by_name.get(name)

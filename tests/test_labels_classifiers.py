@@ -377,3 +377,59 @@ def test_exported_run_imported_back_evaluates_like_the_run(tmp_path, monkeypatch
     assert set(by_source) == {"plain", "labels:tx"}
     assert by_source["plain"] == by_source["labels:tx"]
     assert any(counts[0] > 0 for counts in by_source["labels:tx"].values())
+
+
+# ----- NCBI homonyms -----------------------------------------------------------------------
+def test_ncbi_homonyms_are_named_after_their_parent(tmp_path, monkeypatch, cli):
+    """NCBI reuses names across kingdoms: a Kraken2 file calling both the bacterial and the
+    insect genus Bacillus imports, the second one as 'g__Bacillus (Bacillidae)'."""
+    from tdstore.ingest.core import ingest
+
+    monkeypatch.setenv("TDSTORE_QUIET", "1")
+    folder = tmp_path / "taxonomy"
+    folder.mkdir()
+    nodes = [(1, 1, "no rank", "root"), (2, 1, "superkingdom", "Bacteria"),
+             (1239, 2, "phylum", "Bacillota"), (91061, 1239, "class", "Bacilli"),
+             (1385, 91061, "order", "Bacillales"), (186817, 1385, "family", "Bacillaceae"),
+             (1386, 186817, "genus", "Bacillus"), (2759, 1, "superkingdom", "Eukaryota"),
+             (6656, 2759, "phylum", "Arthropoda"), (50557, 6656, "class", "Insecta"),
+             (7022, 50557, "order", "Phasmida"), (55081, 7022, "family", "Bacillidae"),
+             (55087, 55081, "genus", "Bacillus")]  # fmt: skip
+    write(folder / "nodes.dmp", "".join(f"{t}\t|\t{p}\t|\t{r}\t|\n" for t, p, r, _ in nodes))
+    write(
+        folder / "names.dmp",
+        "".join(f"{t}\t|\t{n}\t|\t\t|\tscientific name\t|\n" for t, _, _, n in nodes),
+    )
+    fasta = tmp_path / "c.fna"
+    write(fasta, "".join(f">c{i}\n{'ACGTTGCAAG' * 250}\n" for i in range(3)))
+    store = tdstore.init(tmp_path / "s.tdstore")
+    ingest(store, fasta, show_progress=False)
+    kraken = write(
+        tmp_path / "k.kraken2",
+        "C\tc0\t1386\t2500\t1:1\nC\tc1\t55087\t2500\t1:1\nU\tc2\t0\t2500\t0:1\n",
+    )
+    result = cli("labels", "import", store.path, "k", kraken, "-f", "kraken2", "--taxdump", folder)
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "note: 1 taxa share a name" in result.stderr and "g__Bacillus (Bacillidae)" in result.stderr
+    )
+    store = tdstore.open(store.path)
+    taxonomy = store.taxonomy()
+    table, meta = store.labels("k")
+    lineages = [taxonomy.lineage_names(t) for t in table.column("taxon_id").to_pylist()]
+    assert lineages[0][-1] == "g__Bacillus" and lineages[0][0] == "d__Bacteria"
+    assert lineages[1][-1] == "g__Bacillus (Bacillidae)" and lineages[1][0] == "d__Eukaryota"
+    assert meta["counts"]["homonyms"] == 1
+    # Importing it again lands on the same taxa; a GTDB-style file with the clash is refused.
+    assert (
+        cli(
+            "labels", "import", store.path, "k2", kraken, "-f", "kraken2", "--taxdump", folder
+        ).exit_code
+        == 0
+    )
+    assert (
+        store.labels("k2")[0].column("taxon_id").to_pylist() == table.column("taxon_id").to_pylist()
+    )
+    gtdb = write(tmp_path / "g.tsv", "contigs\tpredictions\nc0\td__Other;p__Bacillota\n")
+    refused = cli("labels", "import", store.path, "g", gtdb, "-f", "taxometer")
+    assert refused.exit_code == 3 and "has two parents" in refused.stderr

@@ -220,3 +220,26 @@ def test_parsers_fail_only_with_bad_input_errors(tmp_path_factory, lines, junk, 
         assert str(exc).startswith(str(path))
         return
     assert records and all(r.contig_id for r in records)
+
+
+@SETTINGS
+@given(
+    lineages=st.lists(
+        st.lists(st.sampled_from(["A", "B", "C"]), min_size=1, max_size=4), min_size=1, max_size=8
+    )
+)
+def test_homonyms_keep_every_lineage_apart_and_stable(lineages):
+    """With homonyms collected, any lineages import: each keeps its own chain (names as
+    given, a clash qualified after its parent), and the same lineage always lands on the
+    same taxon."""
+    taxonomy = Taxonomy.empty()
+    homonyms: list[tuple[str, str, str]] = []
+    seen: dict[tuple[str, ...], int] = {}
+    for line, bare in enumerate(lineages, start=1):
+        names = tuple(f"{RANK_LETTERS[d]}__{b}" for d, b in enumerate(bare))
+        taxon = taxonomy.add_lineage(names, where=f"f:{line}", homonyms=homonyms)
+        got = taxonomy.lineage_names(taxon)
+        assert tuple(n.split(" (", 1)[0] for n in got) == names
+        assert seen.setdefault(names, taxon) == taxon
+    assert len(set(taxonomy.names)) == len(taxonomy.names)
+    assert all(new.startswith(old + " (") for old, new, _ in homonyms)

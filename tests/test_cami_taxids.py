@@ -72,6 +72,17 @@ def test_taxids_matched_by_rank_name_and_ancestry(tmp_path, prefixed):
     assert taxid_of["d__Bacteria"] == 2 and taxid_of["d__Archaea"] == 2157
 
 
+def test_homonyms_named_after_their_parent_find_their_own_taxid(tmp_path):
+    dump = make_dump(tmp_path / "dump")
+    taxonomy = store_taxonomy(BACILLUS)
+    homonyms: list[tuple[str, str, str]] = []
+    insect = "d__Eukaryota;p__Arthropoda;c__Insecta;o__Phasmida;f__Bacillidae;g__Bacillus"
+    taxonomy.add_lineage(parse_lineage(insect, where="t"), where="t", homonyms=homonyms)
+    assert homonyms[0][1] == "g__Bacillus (Bacillidae)"
+    taxid_of = {taxonomy.names[t]: x for t, x in dump.taxids_of(taxonomy).items()}
+    assert taxid_of["g__Bacillus"] == 1386 and taxid_of["g__Bacillus (Bacillidae)"] == 55087
+
+
 def test_a_homonym_with_no_ancestor_to_decide_stays_unmatched(tmp_path):
     dump = make_dump(tmp_path / "dump")
     # A store genus whose ancestors the dump does not know: two Bacillus genera fit.

@@ -9,6 +9,7 @@ names are read afterwards for the taxa a caller needs, so a full NCBI dump (2.5 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,24 @@ def _to_int(values: pa.Array, path: Path, lines: np.ndarray, what: str) -> np.nd
                     f"{path}:{lines[i]}: {what} {value!r} is not a number"
                 ) from None
         raise
+
+
+# Placeholders for a rank a lineage lacks ("c__Foo (no class)") name nothing in a dump; a
+# homonym the store named after its parent ("g__Bacillus (Bacillidae)") is "Bacillus" there.
+_PLACEHOLDER = re.compile(r" \(no (?:" + "|".join(RANKS) + r")\)$")
+_QUALIFIED = re.compile(r"^(.+) \([^()]+\)$")
+
+
+def _dump_names(name: str) -> tuple[str, ...]:
+    """What a store name may be called in a dump: bare, with its prefix (GTDB dumps write
+    ``g__Bacillus``), and a homonym also without the parent the store added."""
+    if _PLACEHOLDER.search(name):
+        return ()
+    names = [name, name.split("__", 1)[-1]]
+    qualified = _QUALIFIED.match(name)
+    if qualified:
+        names += [qualified.group(1), qualified.group(1).split("__", 1)[-1]]
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -220,7 +239,7 @@ class TaxDump:
         import pyarrow.compute as pc
 
         # Bare names, and the prefixed ones a GTDB taxdump uses.
-        wanted = {n for name in taxonomy.names[1:] for n in (name, name.split("__", 1)[-1])}
+        wanted = {n for name in taxonomy.names[1:] for n in _dump_names(name)}
         candidates: dict[str, list[int]] = {}
         path = self.directory / "names.dmp"
         value_set = pa.array(sorted(wanted), pa.string())
@@ -238,8 +257,7 @@ class TaxDump:
         for taxon in order:
             name = taxonomy.names[taxon]
             code = taxonomy.depth(taxon) - 1
-            # GTDB taxdumps name taxa with their prefix ("g__Bacillus"): match those too.
-            found = candidates.get(name.split("__", 1)[-1], []) + candidates.get(name, [])
+            found = [t for n in _dump_names(name) for t in candidates.get(n, [])]
             found = [t for t in set(found) if t in self and int(self.rank[t]) == code]
             anchor = self._nearest_mapped(taxonomy, taxon, mapped)
             if anchor is not None:

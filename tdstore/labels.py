@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from tdstore.calls import refuse_key_clash
 from tdstore.errors import BadInputError, ConflictError, TdstoreError
 from tdstore.ingest.files import require_regular_file
+from tdstore.ingest.label_columns import LabelColumns, read_label_columns
 from tdstore.ingest.labels import check_format, read_labels
 from tdstore.progress import Progress
 from tdstore.schemas import declarations as S
@@ -76,11 +77,17 @@ def _collect(
 ) -> _Collected:
     contigs = store.contigs(kept_only=False, columns=["contig_id", "kept"])
     dropped = contigs.filter(pc.invert(contigs.column("kept")))
-    filtered_ids = set(dropped.column("contig_id").to_pylist())
-    row_of = store.row_of
-    out = _Collected()
     total = path.stat().st_size if path.suffix != ".gz" else None
     with Progress(f"labels {path.name}", total=total, unit="B") as bar:
+        # Arrow reads the big formats column-wise; a file it cannot vouch for (or one that
+        # holds an error, which the line parser then names) goes through the line parser.
+        columns = read_label_columns(path, format, taxdump=taxdump)
+        if columns is not None:
+            bar.advance(total or 0)
+            return _collect_columns(path, contigs, dropped, columns)
+        filtered_ids = set(dropped.column("contig_id").to_pylist())
+        row_of = store.row_of
+        out = _Collected()
         records = read_labels(
             path, format, taxdump=taxdump, min_score=min_score, on_bytes=bar.advance
         )
@@ -101,6 +108,36 @@ def _collect(
             out.rows.append(row)
             out.lineage_of_row.append(key)
             out.novel.append(record.novel)
+    return out
+
+
+def _collect_columns(
+    path: Path, contigs: pa.Table, dropped: pa.Table, columns: LabelColumns
+) -> _Collected:
+    """:func:`_collect`'s result from columns: the same fields, computed without a row loop."""
+    kept_ids = contigs.filter(contigs.column("kept")).column("contig_id").combine_chunks()
+    ids = columns.contig_ids
+    row = pc.fill_null(pc.index_in(ids, value_set=kept_ids), -1).to_numpy().astype(np.int64)
+    matched = row >= 0
+    filtered = pc.is_in(ids, value_set=dropped.column("contig_id").combine_chunks())
+    filtered = filtered.to_numpy(zero_copy_only=False) & ~matched
+    unknown = ~matched & ~filtered
+    out = _Collected()
+    out.n_rows = columns.n_rows
+    out.lineages = columns.lineages
+    out.index = {lineage: key for key, lineage in enumerate(columns.lineages)}
+    out.first_where = ["", *(f"{path}:{line}" for line in columns.first_line[1:])]
+    out.rows.frombytes(row[matched].tobytes())
+    out.lineage_of_row.frombytes(columns.lineage_keys[matched].astype(np.int64).tobytes())
+    n_matched = int(matched.sum())
+    if columns.novel is None:
+        out.novel = [None] * n_matched
+    else:
+        out.novel = columns.novel.filter(pa.array(matched)).to_pylist()
+    out.filtered, out.unknown = int(filtered.sum()), int(unknown.sum())
+    for mask, examples in ((filtered, out.filtered_examples), (unknown, out.unknown_examples)):
+        first = np.flatnonzero(mask)[:N_EXAMPLES]
+        examples.extend(ids.take(pa.array(first)).to_pylist())
     return out
 
 
@@ -180,7 +217,10 @@ def import_labels(
     order = np.argsort(np.frombuffer(collected.rows, dtype=np.int64), kind="stable")
     rows = np.frombuffer(collected.rows, dtype=np.int64)[order]
     keys = np.frombuffer(collected.lineage_of_row, dtype=np.int64)[order]
-    novel = [collected.novel[i] for i in order.tolist()]
+    if any(v is not None for v in collected.novel):
+        novel = [collected.novel[i] for i in order.tolist()]
+    else:
+        novel = [None] * len(collected.novel)
     used = np.unique(keys)  # keys number lineages in order of first appearance: file order
     # NCBI names are not unique (homonyms across kingdoms); GTDB's are, so there a name
     # under two parents means inconsistent input.
@@ -189,7 +229,7 @@ def import_labels(
     _add_lineages(
         store.taxonomy(), collected, np.arange(len(collected.lineages)), [] if ncbi else None
     )
-    depth = np.asarray([len(collected.lineages[k]) for k in keys.tolist()], dtype=np.int64)
+    depth = np.asarray([len(lineage) for lineage in collected.lineages], dtype=np.int64)[keys]
     counts = _counts(collected, depth, novel)
     examples = {
         "unknown": collected.unknown_examples,

@@ -32,6 +32,7 @@ _IGNORED_LETTERS = {"k", "-", "t", "x", "n", "r"}
 # subgenus, subfamily, suborder, subclass, subphylum, subkingdom.
 _IGNORED_PREFIXES = re.compile(r"^(?:ss|sg|sf|so|sc|sp|sk)_(?!_)\S")
 _PREFIXED = re.compile(r"^([A-Za-z-])_{1,2}(.*)$")
+NCBI_DOMAINS = frozenset({"Bacteria", "Archaea", "Eukaryota", "Viruses"})
 
 
 def parse_lineage(text: str, *, where: str, fill_gaps: bool = False) -> tuple[str, ...]:
@@ -59,7 +60,11 @@ def parse_lineage(text: str, *, where: str, fill_gaps: bool = False) -> tuple[st
             match.group(1).lower() in RANK_LETTERS or match.group(1).lower() in _IGNORED_LETTERS
         ):
             letter, bare = match.group(1).lower(), match.group(2).strip()
-            if letter in _IGNORED_LETTERS:
+            if letter == "-" and not names and bare in NCBI_DOMAINS:
+                # NCBI's 2025 rank "domain" is unknown to older MMseqs2/Metabuli builds,
+                # which write the domain as "-_Bacteria" (no rank).
+                letter = "d"
+            elif letter in _IGNORED_LETTERS:
                 continue
             # A GTDB taxdump's names carry their prefix already: Metabuli writes s_s__X.
             bare = strip_rank_prefix(bare, letter)
@@ -147,9 +152,10 @@ class Taxonomy:
         ``(name, qualified name, where)`` is appended to ``homonyms``.
         """
         parent = ROOT_ID
+        under_homonym = False
         for depth, name in enumerate(names):
             rank = RANKS[depth]
-            taxon = self._child(name, parent, where, homonyms)
+            taxon = self._child(name, parent, where, homonyms, under_homonym)
             if taxon is None:
                 taxon = len(self.names)
                 self.names.append(
@@ -160,20 +166,36 @@ class Taxonomy:
                 self.by_name[self.names[taxon]] = taxon
                 if self.names[taxon] != name and homonyms is not None:
                     homonyms.append((name, self.names[taxon], where))
+            under_homonym = under_homonym or self.names[taxon] != name
             parent = taxon
         return parent
 
     def _child(
-        self, name: str, parent: int, where: str, homonyms: list[tuple[str, str, str]] | None
+        self,
+        name: str,
+        parent: int,
+        where: str,
+        homonyms: list[tuple[str, str, str]] | None,
+        under_homonym: bool,
     ) -> int | None:
-        """The taxon ``name`` under ``parent`` if the tree has it; None if it is to be added."""
+        """The taxon ``name`` under ``parent`` if the tree has it; None if it is to be added.
+
+        Only one rank of a lineage may be a homonym: names below one that clash again
+        mean the same taxa placed differently (another taxonomy version), not homonyms.
+        """
         existing = self.by_name.get(name)
         if existing is None or self.parents[existing] == parent:
             return existing
-        if homonyms is None:
+        if homonyms is None or under_homonym:
+            hint = (
+                f" (below the homonym {self.names[parent]!r}: are these labels from another "
+                "taxonomy version than the store's?)"
+                if under_homonym
+                else ""
+            )
             raise BadInputError(
                 f"{where}: ambiguous taxonomy: taxon {name!r} has two parents, "
-                f"{self.names[self.parents[existing]]!r} and {self.names[parent]!r}"
+                f"{self.names[self.parents[existing]]!r} and {self.names[parent]!r}{hint}"
             )
         qualified = self._qualified(name, parent)
         existing = self.by_name.get(qualified)

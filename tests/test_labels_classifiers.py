@@ -433,3 +433,81 @@ def test_ncbi_homonyms_are_named_after_their_parent(tmp_path, monkeypatch, cli):
     gtdb = write(tmp_path / "g.tsv", "contigs\tpredictions\nc0\td__Other;p__Bacillota\n")
     refused = cli("labels", "import", store.path, "g", gtdb, "-f", "taxometer")
     assert refused.exit_code == 3 and "has two parents" in refused.stderr
+
+
+def test_a_clash_below_a_homonym_is_refused_not_copied():
+    """A genus moved to another family between taxonomy versions: its species clash again
+    below the renamed genus. That is not a homonym, and copying the subtree with nested
+    names would silently split one species in two."""
+    from tdstore.taxonomy import Taxonomy
+
+    taxonomy, homonyms = Taxonomy.empty(), []
+    above = ("d__Bacteria", "p__Bacillota", "c__Bacilli", "o__Bacillales")
+    taxonomy.add_lineage(
+        (*above, "f__Bacillaceae", "g__Bacillus", "s__Bacillus subtilis"),
+        where="a:1",
+        homonyms=homonyms,
+    )
+    with pytest.raises(
+        BadInputError, match="below the homonym 'g__Bacillus \\(Anoxybacillaceae\\)'"
+    ):
+        taxonomy.add_lineage(
+            (*above, "f__Anoxybacillaceae", "g__Bacillus", "s__Bacillus subtilis"),
+            where="b:1",
+            homonyms=homonyms,
+        )
+
+
+def test_domain_written_without_rank_by_older_builds(tmp_path):
+    """NCBI's 2025 'domain' rank: builds that only know 'superkingdom' write '-_Bacteria'."""
+    path = write(
+        tmp_path / "m.tsv",
+        "#is_classified\tname\ttaxID\tquery_length\tscore\trank\tlineage\ttaxID:match_count\n"
+        "1\ta\t1423\t2100\t0.9\tspecies\t-_cellular organisms;-_Bacteria;k_Bacillati;"
+        "p_Bacillota;c_Bacilli;o_Bacillales;f_Bacillaceae;g_Bacillus;s_Bacillus subtilis\t1:1\n"
+        "1\tb\t2157\t2100\t0.9\tno rank\t-_cellular organisms;-_Archaea\t1:1\n",
+    )
+    records = list(read_labels(path, "metabuli"))
+    assert records[0].lineage[:2] == ("d__Bacteria", "p__Bacillota")
+    assert records[1].lineage == ("d__Archaea",)
+
+
+def test_taxids_out_of_int64_range_are_one_line_errors(tmp_path, dump):
+    path = write(tmp_path / "k.kraken2", "C\ta\t99999999999999999999\t2100\t1:1\n")
+    with pytest.raises(
+        BadInputError, match=r"k.kraken2:1: taxid \(column 3\) 99999999999999999999 is out of range"
+    ):
+        list(read_labels(path, "kraken2", taxdump=dump))
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    write(huge / "nodes.dmp", "1\t|\t1\t|\tno rank\t|\n99999999999999999999\t|\t1\t|\tgenus\t|\n")
+    write(huge / "names.dmp", "1\t|\troot\t|\t\t|\tscientific name\t|\n")
+    from tdstore.ingest.taxdump import TaxDump
+
+    with pytest.raises(
+        BadInputError, match=r"nodes.dmp:2: tax_id 99999999999999999999 is out of range"
+    ):
+        TaxDump.load(huge)
+
+
+def test_hashed_taxids_of_gtdb_taxdump_load_sparsely(tmp_path):
+    """gtdb-taxdump (taxonkit create-taxdump) hashes names into taxids up to 2^31: the dump
+    must not be held as arrays as long as the largest taxid."""
+    from tdstore.ingest.taxdump import TaxDump
+
+    folder = tmp_path / "gtdb"
+    folder.mkdir()
+    nodes = [(1, 1, "no rank", "root"), (609216830, 1, "superkingdom", "d__Bacteria"),
+             (1838953862, 609216830, "phylum", "p__Bacillota"), (2012345678, 1838953862, "species", "s__X y")]  # fmt: skip
+    write(folder / "nodes.dmp", "".join(f"{t}\t|\t{p}\t|\t{r}\t|\n" for t, p, r, _ in nodes))
+    write(
+        folder / "names.dmp",
+        "".join(f"{t}\t|\t{n}\t|\t\t|\tscientific name\t|\n" for t, _, _, n in nodes),
+    )
+    dump = TaxDump.load(folder)
+    assert dump.ids is not None and dump.parent.nbytes < 1000
+    assert 1838953862 in dump and 1838953863 not in dump and 0 not in dump
+    assert dump.lineages([1838953862]) == {1838953862: ("d__Bacteria", "p__Bacillota")}
+    path = write(tmp_path / "k.kraken2", "C\ta\t1838953862\t2100\t1:1\nC\tb\t5\t2100\t1:1\n")
+    with pytest.raises(BadInputError, match="k.kraken2:2: taxid 5 is not in"):
+        list(read_labels(path, "kraken2", taxdump=folder))

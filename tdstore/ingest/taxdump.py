@@ -27,7 +27,10 @@ RANK_CODES: dict[str, int] = {
     **{rank: i for i, rank in enumerate(RANKS) if rank != "domain"},
 }
 _NO_RANK = -1
-_MAX_DEPTH = 500  # deeper than any real taxonomy: a longer walk means a cycle
+_MAX_DEPTH = 500
+MAX_TAXID = (
+    2**63 - 1
+)  # taxids are stored as int64  # deeper than any real taxonomy: a longer walk means a cycle
 
 
 def _dmp_batches(path: Path, n_fields: int) -> Iterator[tuple[np.ndarray, list[pa.Array]]]:
@@ -89,6 +92,10 @@ def _to_int(values: pa.Array, path: Path, lines: np.ndarray, what: str) -> np.nd
                 raise BadInputError(
                     f"{path}:{lines[i]}: {what} {value!r} is not a number"
                 ) from None
+            if int(value) > MAX_TAXID:
+                raise BadInputError(
+                    f"{path}:{lines[i]}: {what} {value.strip()} is out of range"
+                ) from None
         raise
 
 
@@ -110,13 +117,23 @@ def _dump_names(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+# NCBI's taxids are dense (2.7 M nodes, ids up to about 3.5 M): arrays indexed by taxid.
+# gtdb-taxdump hashes names into ids up to 2^31: there the arrays hold the sorted ids.
+_DENSE_SLOTS = 1 << 24
+
+
 @dataclass(frozen=True)
 class TaxDump:
-    """Parent and tdstore rank code of every taxid of a dump (-1: absent or another rank)."""
+    """Parent and tdstore rank code of every taxid of a dump.
+
+    ``parent`` and ``rank`` are indexed by taxid when ``ids`` is None (dense dumps; -1 =
+    not in the dump), else aligned with the sorted ``ids``: see :meth:`_slot`.
+    """
 
     directory: Path
-    parent: np.ndarray  # int64, indexed by taxid; -1 = taxid not in the dump
+    parent: np.ndarray  # int64 parent taxid per slot
     rank: np.ndarray  # int8: 0 (domain) .. 6 (species), -1 for ranks tdstore skips
+    ids: np.ndarray | None = None
 
     @classmethod
     def load(cls, directory: Path | str) -> TaxDump:
@@ -143,14 +160,30 @@ class TaxDump:
         if ids.min() < 0 or parents.min() < 0:
             raise BadInputError(f"{path}: negative taxid")
         size = int(max(ids.max(), parents.max())) + 1
+        if size > max(_DENSE_SLOTS, 4 * len(ids)):
+            order = np.argsort(ids, kind="stable")
+            return cls(directory, parents[order], ranks[order], ids[order])
         parent = np.full(size, -1, dtype=np.int64)
         rank_code = np.full(size, _NO_RANK, dtype=np.int8)
         parent[ids] = parents
         rank_code[ids] = ranks
         return cls(directory, parent, rank_code)
 
+    def _slot(self, taxid: int) -> int:
+        """Where ``taxid`` is in ``parent`` and ``rank``; -1 if the dump lacks it."""
+        if taxid <= 0:
+            return -1
+        if self.ids is None:
+            return taxid if taxid < self.parent.shape[0] and self.parent[taxid] >= 0 else -1
+        i = int(np.searchsorted(self.ids, taxid))
+        return i if i < self.ids.shape[0] and int(self.ids[i]) == taxid else -1
+
     def __contains__(self, taxid: int) -> bool:
-        return 0 < taxid < self.parent.shape[0] and self.parent[taxid] >= 0
+        return self._slot(taxid) >= 0
+
+    def rank_of(self, taxid: int) -> int:
+        """tdstore rank code of a taxid of the dump (-1: a rank tdstore skips)."""
+        return int(self.rank[self._slot(taxid)])
 
     def missing(self, taxids: Iterable[int]) -> list[int]:
         return sorted(t for t in set(taxids) if t not in self)
@@ -160,10 +193,11 @@ class TaxDump:
         out: dict[int, int] = {}
         node = taxid
         for _ in range(_MAX_DEPTH):
-            code = int(self.rank[node])
+            slot = self._slot(node)
+            code = int(self.rank[slot])
             if code >= 0 and code not in out:
                 out[code] = node
-            up = int(self.parent[node])
+            up = int(self.parent[slot])
             if up == node or up <= 0:
                 return out
             if up not in self:
@@ -258,7 +292,7 @@ class TaxDump:
             name = taxonomy.names[taxon]
             code = taxonomy.depth(taxon) - 1
             found = [t for n in _dump_names(name) for t in candidates.get(n, [])]
-            found = [t for t in set(found) if t in self and int(self.rank[t]) == code]
+            found = [t for t in set(found) if t in self and self.rank_of(t) == code]
             anchor = self._nearest_mapped(taxonomy, taxon, mapped)
             if anchor is not None:
                 anchor_code, anchor_taxid = anchor

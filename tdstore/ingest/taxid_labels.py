@@ -27,6 +27,7 @@ from tdstore.ingest.label_lines import (
     not_taxids,
     read_lines,
 )
+from tdstore.ingest.taxdump import MAX_TAXID
 
 # Kraken2 --use-names writes "Escherichia coli (taxid 562)" where it would write "562".
 _KRAKEN2_NAMED_TAXID = re.compile(r"\(taxid (\d+)\)\s*$")
@@ -80,6 +81,8 @@ def _taxid(raw: str, where: str, column: str) -> int:
         raise BadInputError(f"{where}: {column} must be a number, found {raw[:40]!r}") from None
     if taxid < 0:
         raise BadInputError(f"{where}: negative {column} {taxid}")
+    if taxid > MAX_TAXID:
+        raise BadInputError(f"{where}: {column} {raw[:40]} is out of range")
     return taxid
 
 

@@ -26,11 +26,12 @@ def drop(
     dropped object (a run trained on dropped soft labels, say) is reported and keeps working.
     """
     import tdstore
+    from tdstore.drop import WHAT
     from tdstore.drop import drop as drop_objects
 
     for dropped in drop_objects(tdstore.open(store), kind, names):
         typer.echo(
-            f"dropped {kind} {dropped.name!r} ({dropped.freed_bytes / 2**20:,.1f} MiB freed)"
+            f"dropped {WHAT[kind]} {dropped.name!r} ({dropped.freed_bytes / 2**20:,.1f} MiB freed)"
         )
         for note in dropped.notes:
             typer.echo(f"  note: {note}")

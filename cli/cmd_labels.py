@@ -88,8 +88,10 @@ def import_(
     typer.echo(f"  taxa added to the store's taxonomy: {s['taxa_added']:,}")
     if s.get("homonyms"):
         typer.echo(
-            f"note: {s['homonyms']:,} taxa share a name with another taxon of the store and "
-            f"were named after their parent, e.g. {', '.join(s['homonym_examples'][:2])}",
+            f"note: {s['homonyms']:,} {'taxon shares' if s['homonyms'] == 1 else 'taxa share'} "
+            "a name with another taxon of the store and "
+            f"{'was' if s['homonyms'] == 1 else 'were'} named after the parent, e.g. "
+            f"{', '.join(s['homonym_examples'][:2])}",
             err=True,
         )
 

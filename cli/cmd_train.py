@@ -302,6 +302,12 @@ def export(
             f"called taxa is in {taxdump}",
             err=True,
         )
+    if result.get("above_called_rank"):
+        typer.echo(
+            f"note: {result['above_called_rank']:,} contigs written at an ancestor of their "
+            f"call: {taxdump} lacks the called taxon (_RANK says where each stops)",
+            err=True,
+        )
 
 
 def runs(

@@ -8,8 +8,9 @@ half-broken. Here each object goes whole or not at all, and never under a writer
     dropped[0].freed_bytes, dropped[0].notes
 
 - Every name is checked before anything is removed: one unknown name removes nothing.
-- Each object is taken under the lock its writer holds (``run-<name>``, every shard lock of
-  an embedding set, ...): an object being written is refused with a ConflictError.
+- The locks its writers hold (``run-<name>``, every shard lock of an embedding set, the
+  metrics lock of ``evaluate``, ...) are taken for every name before anything is removed:
+  an object being written is refused with a ConflictError, and nothing goes.
 - It is renamed aside (atomic) and then deleted, so a kill mid-way leaves a ``*.tmp-*``
   temporary that ``tdstore check --clean`` removes, never a half-deleted object.
 - What still names the object is reported, not refused: a run trained on dropped soft
@@ -33,7 +34,7 @@ from tdstore.store import Store
 from tdstore.tables import read_metadata
 
 KINDS: tuple[str, ...] = ("labels", "soft-labels", "embeddings", "runs", "subsets")
-_WHAT = {
+WHAT = {
     "labels": "label set",
     "soft-labels": "soft label set",
     "embeddings": "embedding set",
@@ -59,18 +60,32 @@ def drop(store: Store, kind: str, names: list[str]) -> list[Dropped]:
     if kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     if not names:
-        raise UsageError(f"name at least one {_WHAT[kind]} to drop")
+        raise UsageError(f"name at least one {WHAT[kind]} to drop")
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
-        raise UsageError(f"{_WHAT[kind]} {doubled[0]!r} is named twice")
+        raise UsageError(f"{WHAT[kind]} {doubled[0]!r} is named twice")
     known = _list(store, kind)
     for name in names:
         _paths(store, kind, name)  # validates the name
         if name not in known:
             raise IncompleteError(
-                f"{store.path}: no {_WHAT[kind]} {name!r} (known: {', '.join(known) or 'none'})"
+                f"{store.path}: no {WHAT[kind]} {name!r} (known: {', '.join(known) or 'none'})"
             )
-    return [_drop_one(store, kind, name) for name in names]
+    notes = {name: _still_named_by(store, kind, name) for name in names}
+    paths = {name: _paths(store, kind, name) for name in names}
+    # Every lock first: a name that is being written stops the drop before anything goes.
+    with _writer_locks(store, kind, names):
+        for name in names:
+            if not paths[name][0].exists():  # dropped by another process meanwhile
+                raise IncompleteError(f"{store.path}: no {WHAT[kind]} {name!r}")
+        dropped = []
+        for name in names:
+            freed = sum(_size(p) for p in paths[name])
+            for path in paths[name]:
+                if path.exists() or path.is_symlink():
+                    discard(path)
+            dropped.append(Dropped(kind, name, freed, notes[name]))
+    return dropped
 
 
 def _list(store: Store, kind: str) -> list[str]:
@@ -119,50 +134,48 @@ def _paths(store: Store, kind: str, name: str) -> list[Path]:
     return [subset_path(store, name)]
 
 
-@contextlib.contextmanager
-def _writer_locks(store: Store, kind: str, name: str) -> Iterator[None]:
-    """The locks the object's writers hold; ConflictError if one is held now."""
+def _lock_keys(store: Store, kind: str, name: str) -> list[str]:
+    """The locks the object's writers hold, its evaluation's included."""
     if kind == "labels":
-        with store.lock("taxonomy", timeout=LABELS_LOCK_WAIT_S):
-            yield
-        return
+        return [f"metrics-labels-{name}"]  # and the taxonomy lock, taken once
     if kind == "soft-labels":
-        keys = [f"soft_labels-{name}"]
-    elif kind == "runs":
-        keys = [f"run-{name}"]
-    elif kind == "subsets":
-        keys = [f"subset-{name}"]
-    else:
-        from tdstore.teacher.embed_store import read_attrs, shard_lock_key
+        return [f"soft_labels-{name}"]
+    if kind == "runs":
+        return [f"run-{name}", f"metrics-run-{name}"]
+    if kind == "subsets":
+        return [f"subset-{name}"]
+    from tdstore.teacher.embed_store import read_attrs, shard_lock_key
 
-        try:
-            n_shards = int(read_attrs(store, name).get("n_shards", 0))
-        except TdstoreError:
-            n_shards = 0  # a damaged set: nobody can be computing it
-        keys = [f"embed-{name}", *(shard_lock_key(name, s) for s in range(n_shards))]
+    try:
+        n_shards = int(read_attrs(store, name).get("n_shards", 0))
+    except TdstoreError:
+        n_shards = 0  # a damaged set: nobody can be computing it
+    return [f"embed-{name}", *(shard_lock_key(name, s) for s in range(n_shards))]
+
+
+@contextlib.contextmanager
+def _writer_locks(store: Store, kind: str, names: list[str]) -> Iterator[None]:
+    """Every lock of every object; ConflictError naming the object if one is held now."""
     with contextlib.ExitStack() as held:
-        for key in keys:
+        if kind == "labels":
+            # Label import holds the taxonomy lock while it publishes a label set.
             try:
-                held.enter_context(store.lock(key))
+                held.enter_context(store.lock("taxonomy", timeout=LABELS_LOCK_WAIT_S))
             except ConflictError:
                 raise ConflictError(
-                    f"{store.path}: {_WHAT[kind]} {name!r} is being written by another "
-                    f"process ({key}); drop it when that has finished"
+                    f"{store.path}: a label import is publishing; drop {names[0]!r} when it "
+                    "has finished"
                 ) from None
+        for name in names:
+            for key in _lock_keys(store, kind, name):
+                try:
+                    held.enter_context(store.lock(key))
+                except ConflictError:
+                    raise ConflictError(
+                        f"{store.path}: {WHAT[kind]} {name!r} is being written by another "
+                        f"process ({key}); drop it when that has finished"
+                    ) from None
         yield
-
-
-def _drop_one(store: Store, kind: str, name: str) -> Dropped:
-    notes = _still_named_by(store, kind, name)
-    paths = _paths(store, kind, name)
-    with _writer_locks(store, kind, name):
-        if not paths[0].exists():  # dropped by another process meanwhile
-            raise IncompleteError(f"{store.path}: no {_WHAT[kind]} {name!r}")
-        freed = sum(_size(p) for p in paths)
-        for path in paths:
-            if path.exists() or path.is_symlink():
-                discard(path)
-    return Dropped(kind, name, freed, notes)
 
 
 def _size(path: Path) -> int:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tdstore import __version__
-from tdstore.errors import SchemaError, UsageError
+from tdstore.errors import IncompleteError, SchemaError, UsageError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store, validate_name
 from tdstore.tables import read_table, write_table
@@ -430,6 +430,19 @@ def save_metrics(store: Store, source: Source, table: pa.Table) -> Path:
     path = metrics_path(store, source.kind, source.key)
     key = f"metrics-{source.kind}-{source.key}"
     with store.lock(key, timeout=60):
+        # `tdstore drop` takes this lock too: an object dropped while it was evaluated gets
+        # no orphan metrics file.
+        if source.kind == "run":
+            from tdstore.student.runs import RUN_FILE
+
+            owner = path.parent / RUN_FILE
+        else:
+            owner = store.label_path(source.key)
+        if not owner.exists():
+            raise IncompleteError(
+                f"{store.path}: {'run' if source.kind == 'run' else 'label set'} "
+                f"{source.key!r} was dropped while it was evaluated; its metrics are not saved"
+            )
         merged = table
         if path.exists():
             old, meta = read_table(path, S.METRICS)

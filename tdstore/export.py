@@ -144,7 +144,8 @@ def export_run(
     """Write a run's predictions in ``format``; returns counts for the CLI to report.
 
     ``taxdump`` (CAMI only): write that dump's taxids; ``not_in_taxdump`` then counts the
-    called contigs left out because no called taxon of theirs is in it.
+    called contigs left out because no called taxon of theirs is in it, and
+    ``above_called_rank`` those written at an ancestor of their call.
     """
     from tdstore.student.runs import load_predictions
 
@@ -193,4 +194,9 @@ def export_run(
     }
     if taxids is not None:
         result["not_in_taxdump"] = sum(1 for taxa in calls if not any(t in taxids for t in taxa))
+        # Written at an ancestor: the dump lacks the deepest called taxon (a placeholder
+        # such as "c__Foo (no class)", or a taxon of another taxonomy).
+        result["above_called_rank"] = sum(
+            1 for taxa in calls if taxa[-1] not in taxids and any(t in taxids for t in taxa)
+        )
     return result

@@ -194,11 +194,11 @@ def import_labels(
     """
     path = Path(path).absolute()
     taxdump = None if taxdump is None else Path(taxdump).absolute()
+    check_format(format, taxdump, min_score)  # usage errors first (exit 2)
     target = store.label_path(name)
     if target.exists() and not overwrite:
         raise ConflictError(f"{target}: label set {name!r} exists; use --overwrite to replace it")
     refuse_key_clash(store, "label", name)
-    check_format(format, taxdump, min_score)
     require_regular_file(path)  # read twice (rows, then md5): a pipe would be used up
     store.core  # noqa: B018 - a clear error if the store has no contigs yet
     collected = _collect(store, path, format, taxdump, min_score)

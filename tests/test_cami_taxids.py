@@ -141,6 +141,21 @@ def test_cami_export_with_the_gold_standards_taxdump(tmp_path, monkeypatch, cli)
             assert int(taxid) == gold[contig]
             species_hits += 1
     assert species_hits > 50
+    # A dump without the species: calls are written at their genus, and the note says so.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    nodes = Path(sim["taxdump_path"], "nodes.dmp").read_text().splitlines()
+    (partial / "nodes.dmp").write_text("\n".join(n for n in nodes if "\tspecies\t" not in n) + "\n")
+    (partial / "names.dmp").write_text(Path(sim["taxdump_path"], "names.dmp").read_text())
+    cut = cli(
+        "export", store.path, "plain", "--format", "cami", "--output", tmp_path / "cut.binning",
+        "--threshold", "0.5", "--taxdump", partial,
+    )  # fmt: skip
+    assert cut.exit_code == 0, cut.stderr
+    assert "contigs written at an ancestor of their call" in cut.stderr
+    cut_rows = (tmp_path / "cut.binning").read_text().splitlines()
+    ranks = {r.split("\t")[2] for r in cut_rows if r and r[0] != "@" and r.count("\t") == 3}
+    assert "species" not in ranks and "genus" in ranks
     refused = cli(
         "export", store.path, "plain", "--format", "taxometer", "--output", tmp_path / "x.tsv",
         "--taxdump", sim["taxdump_path"],

@@ -155,11 +155,40 @@ def test_cli_drop(cli, store):
     result = cli("drop", store.path, "runs", "kd", "sub")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("dropped runs 'kd' (") and lines[0].endswith(" MiB freed)")
-    assert lines[1].startswith("dropped runs 'sub' (")
+    assert lines[0].startswith("dropped run 'kd' (") and lines[0].endswith(" MiB freed)")
+    assert lines[1].startswith("dropped run 'sub' (")
     result = cli("drop", store.path, "soft-labels", "soft")
     assert "  note: runs trained with it" not in result.stdout  # both runs are gone
     missing = cli("drop", store.path, "runs", "kd")
     assert missing.exit_code == 4
     assert missing.stderr.strip() == f"error: {store.path}: no run 'kd' (known: none)"
     assert cli("drop", store.path, "tables", "x").exit_code == 2
+
+
+def test_a_held_lock_on_any_name_stops_the_whole_drop(store):
+    """The second name is being written: the first is not dropped either."""
+    with store.lock("run-sub"), pytest.raises(ConflictError, match=r"run 'sub' is being written"):
+        drop(store, "runs", ["kd", "sub"])
+    assert run_names(store) == ["kd", "sub"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "key"),
+    [("runs", "kd", "metrics-run-kd"), ("labels", "mmseqs", "metrics-labels-mmseqs")],
+)
+def test_an_object_being_evaluated_is_not_dropped(store, kind, name, key):
+    with store.lock(key), pytest.raises(ConflictError, match=f"\\({key}\\)"):
+        drop(store, kind, [name])
+    assert name in (run_names(store) if kind == "runs" else store.label_sets())
+
+
+def test_metrics_of_an_object_dropped_during_its_evaluation_are_not_saved(store):
+    """evaluate loads, drop removes the run, evaluate saves: no orphan runs/kd/metrics.parquet."""
+    from tdstore.evaluate import evaluate, save_metrics
+
+    table = evaluate(store, gold="gold", runs=["kd"], save=False)
+    drop(store, "runs", ["kd"])
+    source = type("S", (), {"kind": "run", "key": "kd"})()
+    with pytest.raises(IncompleteError, match="run 'kd' was dropped while it was evaluated"):
+        save_metrics(store, source, table)
+    assert not (store.path / "runs" / "kd").exists()

@@ -411,7 +411,7 @@ def test_ncbi_homonyms_are_named_after_their_parent(tmp_path, monkeypatch, cli):
     result = cli("labels", "import", store.path, "k", kraken, "-f", "kraken2", "--taxdump", folder)
     assert result.exit_code == 0, result.stderr
     assert (
-        "note: 1 taxa share a name" in result.stderr and "g__Bacillus (Bacillidae)" in result.stderr
+        "note: 1 taxon shares a name" in result.stderr and "g__Bacillus (Bacillidae)" in result.stderr
     )
     store = tdstore.open(store.path)
     taxonomy = store.taxonomy()

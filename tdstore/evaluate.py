@@ -432,12 +432,7 @@ def save_metrics(store: Store, source: Source, table: pa.Table) -> Path:
     with store.lock(key, timeout=60):
         # `tdstore drop` takes this lock too: an object dropped while it was evaluated gets
         # no orphan metrics file.
-        if source.kind == "run":
-            from tdstore.student.runs import RUN_FILE
-
-            owner = path.parent / RUN_FILE
-        else:
-            owner = store.label_path(source.key)
+        owner = path.parent if source.kind == "run" else store.label_path(source.key)
         if not owner.exists():
             raise IncompleteError(
                 f"{store.path}: {'run' if source.kind == 'run' else 'label set'} "

@@ -31,7 +31,7 @@ from tdstore.atomic import discard
 from tdstore.errors import ConflictError, IncompleteError, TdstoreError, UsageError
 from tdstore.schemas import declarations as S
 from tdstore.store import Store
-from tdstore.tables import read_metadata
+from tdstore.tables import read_metadata, read_table
 
 KINDS: tuple[str, ...] = ("labels", "soft-labels", "embeddings", "runs", "subsets")
 WHAT = {
@@ -209,7 +209,36 @@ def _still_named_by(store: Store, kind: str, name: str) -> list[str]:
             f"runs trained with it keep their predictions and metrics but cannot be "
             f"retrained as they were: {', '.join(runs)}"
         )
+    if kind == "labels":
+        judged = _evaluated_against(store, name)
+        if judged:
+            notes.append(
+                f"metrics computed against it as the gold standard stay: {', '.join(judged)}"
+            )
     return notes
+
+
+def _evaluated_against(store: Store, gold: str) -> list[str]:
+    """Runs and label sets with stored metrics against the gold standard ``gold``."""
+    import pyarrow.compute as pc
+
+    from tdstore.evaluate import METRICS_DIR
+    from tdstore.student.runs import METRICS_FILE
+
+    found = []
+    files = sorted(store.object_dir("runs").glob(f"*/{METRICS_FILE}"))
+    files += sorted((store.path / METRICS_DIR).glob("labels-*.parquet"))
+    for path in files:
+        if ".tmp-" in str(path):
+            continue
+        try:
+            table, _ = read_table(path, S.METRICS, columns=["gold"])
+        except TdstoreError:
+            continue
+        if pc.any(pc.equal(table.column("gold"), gold)).as_py():
+            owner = path.parent.name if path.name == METRICS_FILE else path.stem
+            found.append(owner.replace("labels-", "labels:", 1))
+    return found
 
 
 def _runs_where(store: Store, wanted: Callable[[dict[str, Any]], bool]) -> list[str]:

@@ -192,3 +192,9 @@ def test_metrics_of_an_object_dropped_during_its_evaluation_are_not_saved(store)
     with pytest.raises(IncompleteError, match="run 'kd' was dropped while it was evaluated"):
         save_metrics(store, source, table)
     assert not (store.path / "runs" / "kd").exists()
+
+
+def test_dropping_a_gold_standard_names_the_metrics_computed_against_it(store):
+    (dropped,) = drop(store, "labels", ["gold"])
+    assert dropped.notes == ["metrics computed against it as the gold standard stay: labels:mmseqs"]
+    assert (store.path / "metrics" / "labels-mmseqs.parquet").exists()

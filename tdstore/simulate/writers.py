@@ -148,21 +148,22 @@ def write_metabuli(
 ) -> None:
     """Metabuli ``classify --lineage 1``'s ``JOBID_classifications.tsv`` (1.2 layout).
 
-    The identity score is written as 1, the e-value as 0 and the match count as the
-    number of 12-mer windows: the simulator has no alignment to score, and tdstore reads
-    the flag, name, taxID and lineage only. Unclassified rows stop after the rank, as
-    Metabuli's own do.
+    As Metabuli's ``Reporter`` writes it: the match list ends in a space; an unclassified
+    row has ``-`` for e-value, rank, lineage and matches, and a trailing tab. The identity
+    score is written as 1 and the e-value as 0, and the match count is the number of
+    12-mer windows: the simulator has no alignment to score, and tdstore reads the flag,
+    name, taxID and lineage only.
     """
     rows = [METABULI_HEADER]
     for cid, length, node in zip(ids, lengths.tolist(), labels.tolist(), strict=True):
         if node < 0:
-            rows.append(f"0\t{cid}\t0\t{length}\t0\t-\tno rank")
+            rows.append(f"0\t{cid}\t0\t{length}\t0\t-\t-\t-\t-\t")
             continue
         taxid = tree.taxid(node)
         rank = NCBI_RANKS[tree.ranks[node]]
         rows.append(
             f"1\t{cid}\t{taxid}\t{length}\t1\t0\t{rank}\t{tree.lineage_mmseqs(node)}\t"
-            f"{taxid}:{max(length // 12, 1)}"
+            f"{taxid}:{max(length // 12, 1)} "
         )
     _write_lines(path, rows)
 

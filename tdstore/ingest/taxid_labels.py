@@ -27,7 +27,7 @@ from tdstore.ingest.label_lines import (
     not_taxids,
     read_lines,
 )
-from tdstore.ingest.taxdump import MAX_TAXID
+from tdstore.ingest.taxdump import MAX_TAXID, TaxDump
 
 # Kraken2 --use-names writes "Escherichia coli (taxid 562)" where it would write "562".
 _KRAKEN2_NAMED_TAXID = re.compile(r"\(taxid (\d+)\)\s*$")
@@ -53,8 +53,6 @@ class _TaxidRows:
 
     def resolve(self, taxdump: Path | str, what: str = "taxid") -> Iterator[LabelRecord]:
         """Records with lineages from the taxdump; an unknown taxid names its first line."""
-        from tdstore.ingest.taxdump import TaxDump
-
         dump = TaxDump.load(taxdump)
         used = {t for t in set(self.taxids) if t != 0}
         missing = set(dump.missing(used))

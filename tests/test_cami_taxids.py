@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _simstore import simulated_store
 
-import tdstore
 from tdstore.ingest.taxdump import TaxDump
 from tdstore.taxonomy import Taxonomy, parse_lineage
 
@@ -95,20 +95,13 @@ def test_a_homonym_with_no_ancestor_to_decide_stays_unmatched(tmp_path):
 def test_cami_export_with_the_gold_standards_taxdump(tmp_path, monkeypatch, cli):
     import torch
 
-    from tdstore.ingest.core import ingest
     from tdstore.labels import import_labels
-    from tdstore.simulate import simulate
     from tdstore.student.fit import FitConfig
     from tdstore.student.train import TrainRequest, train
 
     monkeypatch.setenv("TDSTORE_QUIET", "1")
     torch.set_num_threads(1)
-    sim = simulate(
-        tmp_path / "sim", n_contigs=300, seed=8, n_species=6, genome_min=20_000, genome_max=40_000
-    )
-    store = tdstore.init(tmp_path / "s.tdstore")
-    ingest(store, sim["fasta_path"], abundance=sim["abundance_path"], show_progress=False)
-    store = tdstore.open(store.path)
+    store, sim = simulated_store(tmp_path, seed=8)
     import_labels(store, "mmseqs", sim["mmseqs2_path"], format="mmseqs2")
     fit = FitConfig(epochs=4, batch_size=64, lr=1e-2, hidden=32, patience=None)
     train(store, TrainRequest(labels="mmseqs", name="plain", fit=fit), progress=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from _simstore import simulated_store
 
 import tdstore
 from tdstore.check import check_store, leftovers
@@ -26,20 +27,13 @@ def template(tmp_path_factory):
 
     from tdstore import subsets
     from tdstore.evaluate import evaluate
-    from tdstore.ingest.core import ingest
     from tdstore.labels import import_labels
-    from tdstore.simulate import simulate
     from tdstore.teacher.embed_run import embed
     from tdstore.teacher.teach import teach
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("drop")
-    sim = simulate(
-        root / "sim", n_contigs=300, seed=2, n_species=6, genome_min=20_000, genome_max=40_000
-    )
-    store = tdstore.init(root / "s.tdstore")
-    ingest(store, sim["fasta_path"], abundance=sim["abundance_path"], show_progress=False)
-    store = tdstore.open(store.path)
+    store, sim = simulated_store(root, seed=2)
     import_labels(store, "mmseqs", sim["labels_path"], format="taxometer")
     import_labels(store, "gold", sim["gold_path"], format="taxometer")
     embed(store, "kmer:4", name="k3", show_progress=False)

@@ -1,4 +1,5 @@
-"""Kraken2 and Metabuli label files: parsing, taxid resolution, errors, and the store import."""
+"""Label files of the tools users run (Kraken2, Metabuli, Taxometer's output): parsing, taxid
+resolution, NCBI homonyms, errors, and the store import."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+from _simstore import simulated_store
 
 import tdstore
 from tdstore.errors import BadInputError, UsageError
@@ -346,19 +348,12 @@ def test_exported_run_imported_back_evaluates_like_the_run(tmp_path, monkeypatch
 
     from tdstore.evaluate import evaluate
     from tdstore.export import export_run
-    from tdstore.ingest.core import ingest
-    from tdstore.simulate import simulate
     from tdstore.student.fit import FitConfig
     from tdstore.student.train import TrainRequest, train
 
     monkeypatch.setenv("TDSTORE_QUIET", "1")
     torch.set_num_threads(1)
-    sim = simulate(
-        tmp_path / "sim", n_contigs=300, seed=6, n_species=6, genome_min=20_000, genome_max=40_000
-    )
-    store = tdstore.init(tmp_path / "s.tdstore")
-    ingest(store, sim["fasta_path"], abundance=sim["abundance_path"], show_progress=False)
-    store = tdstore.open(store.path)
+    store, sim = simulated_store(tmp_path, seed=6)
     import_labels(store, "mmseqs", sim["labels_path"], format="taxometer")
     import_labels(store, "gold", sim["gold_path"], format="taxometer")
     fit = FitConfig(epochs=3, batch_size=64, lr=1e-2, hidden=32, patience=None)
@@ -411,7 +406,8 @@ def test_ncbi_homonyms_are_named_after_their_parent(tmp_path, monkeypatch, cli):
     result = cli("labels", "import", store.path, "k", kraken, "-f", "kraken2", "--taxdump", folder)
     assert result.exit_code == 0, result.stderr
     assert (
-        "note: 1 taxon shares a name" in result.stderr and "g__Bacillus (Bacillidae)" in result.stderr
+        "note: 1 taxon shares a name" in result.stderr
+        and "g__Bacillus (Bacillidae)" in result.stderr
     )
     store = tdstore.open(store.path)
     taxonomy = store.taxonomy()

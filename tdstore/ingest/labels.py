@@ -155,7 +155,7 @@ def parse_taxometer_output(
         contig_id, names, scores = (f.strip() for f in fields)
         if not contig_id:
             raise BadInputError(f"{where}: empty contig id")
-        elements = [e for e in names.split(";")] if names else []
+        elements = names.split(";") if names else []
         values = _scores(scores, where) if scores else []
         if len(values) != len(elements):
             raise BadInputError(

@@ -83,6 +83,22 @@ def test_homonyms_named_after_their_parent_find_their_own_taxid(tmp_path):
     assert taxid_of["g__Bacillus"] == 1386 and taxid_of["g__Bacillus (Bacillidae)"] == 55087
 
 
+def test_a_homonym_under_a_placeholder_parent_finds_its_taxid(tmp_path):
+    """Methanobacteriales has no class above it: a homonym of it is named after the
+    placeholder, 'o__Methanobacteriales (Methanobacteriota (no class))'."""
+    dump = make_dump(tmp_path / "dump")
+    taxonomy = store_taxonomy("d__Bacteria;p__Bacillota;c__Bacilli;o__Methanobacteriales")
+    homonyms: list[tuple[str, str, str]] = []
+    taxonomy.add_lineage(
+        parse_lineage(ARCHAEON, where="t", fill_gaps=True), where="t", homonyms=homonyms
+    )
+    nested = "o__Methanobacteriales (Methanobacteriota (no class))"
+    assert homonyms[0][1] == nested
+    taxid_of = {taxonomy.names[t]: x for t, x in dump.taxids_of(taxonomy).items()}
+    assert taxid_of[nested] == 2158 and taxid_of["f__Methanobacteriaceae"] == 2159
+    assert "o__Methanobacteriales" not in taxid_of  # no such order under the Bacilli
+
+
 def test_a_homonym_with_no_ancestor_to_decide_stays_unmatched(tmp_path):
     dump = make_dump(tmp_path / "dump")
     # A store genus whose ancestors the dump does not know: two Bacillus genera fit.

@@ -102,7 +102,19 @@ def _to_int(values: pa.Array, path: Path, lines: np.ndarray, what: str) -> np.nd
 # Placeholders for a rank a lineage lacks ("c__Foo (no class)") name nothing in a dump; a
 # homonym the store named after its parent ("g__Bacillus (Bacillidae)") is "Bacillus" there.
 _PLACEHOLDER = re.compile(r" \(no (?:" + "|".join(RANKS) + r")\)$")
-_QUALIFIED = re.compile(r"^(.+) \([^()]+\)$")
+
+
+def _without_qualifier(name: str) -> str | None:
+    """``g__Bacillus (Bacillidae)`` -> ``g__Bacillus``; the qualifier may nest (a parent that
+    is a placeholder: ``o__X (Y (no class))``). None if ``name`` has no final ``(...)``."""
+    if not name.endswith(")"):
+        return None
+    depth = 0
+    for i in range(len(name) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(name[i], 0)
+        if depth == 0:
+            return name[: i - 1] if i > 1 and name[i - 1] == " " else None
+    return None
 
 
 def _dump_names(name: str) -> tuple[str, ...]:
@@ -111,9 +123,9 @@ def _dump_names(name: str) -> tuple[str, ...]:
     if _PLACEHOLDER.search(name):
         return ()
     names = [name, name.split("__", 1)[-1]]
-    qualified = _QUALIFIED.match(name)
-    if qualified:
-        names += [qualified.group(1), qualified.group(1).split("__", 1)[-1]]
+    unqualified = _without_qualifier(name)
+    if unqualified:
+        names += [unqualified, unqualified.split("__", 1)[-1]]
     return tuple(dict.fromkeys(names))
 
 

@@ -65,14 +65,13 @@ def drop(store: Store, kind: str, names: list[str]) -> list[Dropped]:
     if doubled:
         raise UsageError(f"{WHAT[kind]} {doubled[0]!r} is named twice")
     known = _list(store, kind)
+    paths = {name: _paths(store, kind, name) for name in names}  # validates the names
     for name in names:
-        _paths(store, kind, name)  # validates the name
         if name not in known:
             raise IncompleteError(
                 f"{store.path}: no {WHAT[kind]} {name!r} (known: {', '.join(known) or 'none'})"
             )
     notes = {name: _still_named_by(store, kind, name) for name in names}
-    paths = {name: _paths(store, kind, name) for name in names}
     # Every lock first: a name that is being written stops the drop before anything goes.
     with _writer_locks(store, kind, names):
         for name in names:

@@ -235,14 +235,11 @@ def test_lineage_parsing_of_gtdb_named_metabuli_output():
 
 # ----- the simulator's Kraken2 and Metabuli files import as its MMseqs2 labels ------------
 def test_simulated_kraken2_and_metabuli_match_mmseqs2(tmp_path, monkeypatch):
-    from tdstore.ingest.core import ingest
-    from tdstore.simulate import FILES, simulate
+    from tdstore.simulate import FILES
 
     monkeypatch.setenv("TDSTORE_QUIET", "1")
+    store, _ = simulated_store(tmp_path, seed=4, n_contigs=150, n_species=8)
     sim = tmp_path / "sim"
-    simulate(sim, n_contigs=150, seed=4, n_species=8, genome_min=20_000, genome_max=40_000)
-    store = tdstore.init(tmp_path / "sim.tdstore")
-    ingest(store, sim / FILES["fasta"], abundance=sim / FILES["abundance"], show_progress=False)
     import_labels(store, "mmseqs", sim / FILES["mmseqs2"], format="mmseqs2")
     dump_dir = sim / FILES["taxdump"]
     kraken = import_labels(
